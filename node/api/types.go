@@ -1,0 +1,78 @@
+// Package api holds the JSON types of Shoal's HTTP API (/v1), shared by the
+// agent that serves them and the client that reads them.
+package api
+
+import (
+	"time"
+
+	"github.com/shoalmesh/shoal/node/spec"
+)
+
+// Node is one cluster member as GET /v1/nodes reports it.
+type Node struct {
+	Name string `json:"name"`
+	// Address is the IP other nodes use to reach this one.
+	Address string `json:"address"`
+	// GossipPort is the memberlist port at Address.
+	GossipPort int `json:"gossip_port"`
+	// Status is alive, suspect, failed, leaving or left.
+	Status string `json:"status"`
+	// PeerID is the node's libp2p identity on the peer plane.
+	PeerID string `json:"peer_id,omitempty"`
+	// PeerPort is the peer plane's TCP port at Address.
+	PeerPort int `json:"peer_port,omitempty"`
+	// API is the node's HTTP API address (host:port).
+	API    string            `json:"api,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Arch   string            `json:"arch,omitempty"`
+	OS     string            `json:"os,omitempty"`
+	// Capacity is what placement may give this node.
+	Capacity Capacity `json:"capacity"`
+	// Runtime says whether the node can run containers, and why not.
+	Runtime RuntimeStatus `json:"runtime"`
+	// Version is the node's Shoal version.
+	Version string `json:"version,omitempty"`
+	// Self is true for the node that answered.
+	Self bool `json:"self,omitempty"`
+}
+
+// Capacity is a node's advertised resources.
+type Capacity struct {
+	CPUs   float64 `json:"cpus"`
+	Memory int64   `json:"memory"`
+}
+
+// RuntimeStatus is a node's container runtime readiness.
+type RuntimeStatus struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Service is a stored service spec with its replication metadata.
+type Service struct {
+	spec.Spec
+	// Version is the entry's version token; send it back in If-Match for a
+	// conditional update.
+	Version string `json:"version"`
+	// UpdatedBy is the node that accepted the write.
+	UpdatedBy string `json:"updated_by"`
+	// UpdatedAt is the write's hybrid-logical-clock wall time.
+	UpdatedAt time.Time `json:"updated_at"`
+	// Deleted is set on the answer to a DELETE.
+	Deleted bool `json:"deleted,omitempty"`
+}
+
+// Health is the answer to GET /v1/health.
+type Health struct {
+	Status   string `json:"status"`
+	Node     string `json:"node"`
+	Members  int    `json:"members"`
+	Alive    int    `json:"alive"`
+	Services int    `json:"services"`
+	Version  string `json:"version"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+}

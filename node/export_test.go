@@ -1,0 +1,33 @@
+package node
+
+import (
+	"context"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	nodepeer "github.com/shoalmesh/shoal/node/peer"
+)
+
+// Test-only access to the agent's internals, for the external tests.
+
+// PeerHost is the agent's peer-plane host.
+func (a *Agent) PeerHost() *nodepeer.Host { return a.host }
+
+// DroppedNotices and DroppedPeerMessages read the drop counters.
+func (a *Agent) DroppedNotices() float64      { return testutil.ToFloat64(a.metrics.droppedNotices) }
+func (a *Agent) DroppedPeerMessages() float64 { return testutil.ToFloat64(a.metrics.droppedPeer) }
+
+// StateProto is the state-sync protocol ID.
+const StateProto = stateProto
+
+// CallState sends raw bytes to another agent's state-sync handler.
+func (a *Agent) CallState(ctx context.Context, to *Agent, req []byte) ([]byte, error) {
+	m := to.cluster.LocalMember()
+	id, addr, err := peerOf(m)
+	if err != nil {
+		return nil, err
+	}
+	_ = peer.ID(id)
+	return a.host.Call(ctx, id, addr, stateProto, req)
+}
