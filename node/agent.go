@@ -10,8 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	goruntime "runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,9 +59,9 @@ type Agent struct {
 	apiAddr string
 	metrics *metrics
 
-	members atomic.Pointer[memberView] // current membership, for the gater and sync
-	syncMu  sync.Mutex                 // guards inflight
-	inflight map[string]bool           // peers with an anti-entropy round under way
+	members  atomic.Pointer[memberView] // current membership, for the gater and sync
+	syncMu   sync.Mutex                 // guards inflight
+	inflight map[string]bool            // peers with an anti-entropy round under way
 
 	savedPeers []string // owned by the event loop: last known peers written
 }
