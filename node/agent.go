@@ -64,6 +64,9 @@ type Agent struct {
 	inflight map[string]bool            // peers with an anti-entropy round under way
 
 	savedPeers []string // owned by the event loop: last known peers written
+
+	placement  *placementState
+	runtimeErr atomic.Pointer[string] // why the runtime is not ready; "" = ready
 }
 
 // memberView is an immutable snapshot of the membership.
@@ -78,11 +81,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		cfg:      cfg,
-		log:      cfg.Logger.With("node", cfg.Name),
-		ready:    make(chan struct{}),
-		inflight: make(map[string]bool),
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", cfg.Name),
+		ready:     make(chan struct{}),
+		inflight:  make(map[string]bool),
+		placement: newPlacementState(),
 	}
+	notReady := "no container runtime driver"
+	a.runtimeErr.Store(&notReady)
 	a.members.Store(&memberView{byPeer: map[peer.ID]gossip.Member{}})
 	return a, nil
 }
@@ -219,6 +225,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return srv.Shutdown(sctx)
 	})
 
+	a.checkRuntime(ctx) // so the first tags already say whether we can run containers
 	cluster, err := gossip.New(a.gossipConfig())
 	if err != nil {
 		_ = ln.Close()
@@ -233,6 +240,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	})
 	a.metrics.registerCluster(cluster, host, st)
 	a.refreshMembers()
+	a.kickPlacement()
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -241,8 +249,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.log.Error("api server stopped", "err", err)
 		}
 	}()
-	wg.Add(3)
+	wg.Add(5)
 	go func() { defer wg.Done(); a.eventLoop(ctx) }()
+	go func() { defer wg.Done(); a.placementLoop(ctx) }()
+	go func() { defer wg.Done(); a.runtimeLoop(ctx) }()
 	go func() { defer wg.Done(); a.antiEntropyLoop(ctx) }()
 	go func() { defer wg.Done(); a.tombstoneLoop(ctx) }()
 	known, err := loadKnownPeers(a.cfg.DataDir)
@@ -295,7 +305,7 @@ func (a *Agent) gossipConfig() *gossip.Config {
 	g.KeyringPath = filepath.Join(a.cfg.DataDir, keyringFile)
 	g.SnapshotPath = filepath.Join(a.cfg.DataDir, snapshotFile)
 	if g.Logger == nil {
-		g.Logger = a.log
+		g.Logger = a.cfg.Logger // gossip adds the node name itself
 	}
 	mlCfg.BindAddr = a.cfg.BindAddr.String()
 	mlCfg.BindPort = a.cfg.GossipPort
@@ -314,8 +324,8 @@ func (a *Agent) tags() gossip.Tags {
 		OS:            goruntime.GOOS,
 		CPUs:          float64(goruntime.NumCPU()),
 		Memory:        totalMemory(),
-		RuntimeReady:  false,
-		RuntimeReason: "no container runtime driver",
+		RuntimeReady:  *a.runtimeErr.Load() == "",
+		RuntimeReason: *a.runtimeErr.Load(),
 		Labels:        a.cfg.Labels,
 		Version:       Version,
 	}
@@ -378,6 +388,7 @@ func (a *Agent) eventLoop(ctx context.Context) {
 			default:
 				a.refreshMembers()
 				a.rememberPeers()
+				a.kickPlacement()
 				for _, m := range ev.Members {
 					a.log.Info("member "+ev.Type.String(), "member", m.Name, "addr", m.Addr)
 					switch ev.Type {
@@ -409,8 +420,50 @@ func (a *Agent) rememberPeers() {
 	a.savedPeers = peers
 }
 
+// checkRuntime asks the driver whether it is ready and stores the answer.
+func (a *Agent) checkRuntime(ctx context.Context) {
+	reason := "no container runtime driver"
+	if a.cfg.Runtime != nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := a.cfg.Runtime.Ready(cctx)
+		cancel()
+		reason = ""
+		if err != nil {
+			reason = err.Error()
+		}
+	}
+	if old := a.runtimeErr.Swap(&reason); *old != reason {
+		if reason == "" {
+			a.log.Info("container runtime ready")
+		} else {
+			a.log.Warn("container runtime not ready", "reason", reason)
+		}
+		if a.cluster != nil {
+			if err := a.cluster.SetTags(a.tags()); err != nil {
+				a.log.Error("advertising runtime readiness failed", "err", err)
+			}
+		}
+	}
+}
+
+// runtimeLoop re-checks the runtime's readiness periodically; a change is
+// advertised in the tags, and so reaches every node's placement.
+func (a *Agent) runtimeLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.RuntimeCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.checkRuntime(ctx)
+		}
+	}
+}
+
 // onStateChange is the store's change hook.
 func (a *Agent) onStateChange(e store.Entry) {
+	a.kickPlacement()
 	if a.cfg.OnStateChange != nil {
 		a.cfg.OnStateChange(e)
 	}

@@ -30,6 +30,8 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/services/{name}", a.getService)
 	mux.HandleFunc("PUT /v1/services/{name}", a.putService)
 	mux.HandleFunc("DELETE /v1/services/{name}", a.deleteService)
+	mux.HandleFunc("GET /v1/placement", a.getPlacement)
+	mux.HandleFunc("GET /v1/placement/{service}/{slot}", a.explainPlacement)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	return a.authenticate(jsonMuxErrors(mux))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/shoalmesh/shoal/gossip"
 	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/node/store"
+	"github.com/shoalmesh/shoal/runtime"
 )
 
 // Default ports and addresses, as `shoal agent` documents them.
@@ -57,6 +58,12 @@ type Config struct {
 	// Containerd is the containerd socket path; Namespace its namespace.
 	Containerd string
 	Namespace  string
+	// Runtime runs the containers. Nil: the node has no runtime, stays a
+	// member, and owns no slots.
+	Runtime runtime.Driver
+	// RuntimeCheckInterval is how often the runtime's readiness is
+	// checked (default 5s).
+	RuntimeCheckInterval time.Duration
 	// Gossip is the gossip preset (timing, memberlist, serf). The agent
 	// fills in name, addresses, ports, tags, keyring and snapshot paths.
 	Gossip *gossip.Config
@@ -144,6 +151,9 @@ func (c *Config) validate() error {
 	}
 	if c.Gossip == nil {
 		c.Gossip = gossip.DefaultLANConfig()
+	}
+	if c.RuntimeCheckInterval <= 0 {
+		c.RuntimeCheckInterval = 5 * time.Second
 	}
 	if c.SyncInterval <= 0 {
 		c.SyncInterval = 2 * time.Second

@@ -20,6 +20,8 @@ type metrics struct {
 	pushErrors     prometheus.Counter
 	syncRounds     prometheus.Counter
 	syncErrors     prometheus.Counter
+
+	placementSeconds prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -41,6 +43,12 @@ func newMetrics() *metrics {
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_antientropy_errors_total", Help: "Anti-entropy rounds that failed."}),
 	}
+	m.placementSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "shoal_placement_compute_seconds",
+		Help:    "Time to compute the placement of every slot.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 4, 8),
+	})
+	reg.MustRegister(m.placementSeconds)
 	reg.MustRegister(m.writes, m.merged, m.droppedNotices, m.droppedPeer, m.pushErrors, m.syncRounds, m.syncErrors)
 	return m
 }

@@ -1,7 +1,9 @@
-// Package runtime will hold the container driver interface, its
-// containerd implementation (runtime/containerd) and an in-memory fake for
-// unit tests: images, CNI networking, health probes, logs and hardening.
+// Package runtime is the container runtime as the agent sees it: the
+// Driver interface, and Fake, an in-memory implementation beside it for
+// other packages' tests.
 //
-// It is built by the Runtime issue (#4). Until then agents advertise
-// "no container runtime driver" in their tags and own no replicas.
+// Today a Driver only answers whether it can run containers; placement
+// gives slots only to nodes whose driver is ready. The containerd
+// implementation (runtime/containerd), images, CNI networking, probes and
+// logs arrive with the Runtime issue (#4) and extend this interface.
 package runtime

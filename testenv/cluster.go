@@ -20,6 +20,7 @@ import (
 	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/store"
+	"github.com/shoalmesh/shoal/runtime"
 )
 
 // Options configure an in-process cluster.
@@ -39,6 +40,9 @@ type Options struct {
 	SyncInterval time.Duration
 	// Configure, when set, adjusts node i's configuration before start.
 	Configure func(i int, c *node.Config)
+	// Runtime returns node i's container runtime (default: a ready
+	// runtime.Fake). Return nil for a node without a runtime.
+	Runtime func(i int) runtime.Driver
 	// OnStateChange, when set, is called with the node index for every
 	// state change on any node. It must not block.
 	OnStateChange func(i int, e store.Entry)
@@ -67,6 +71,8 @@ type Node struct {
 	Client *client.Client
 
 	c       *Cluster
+	runtime runtime.Driver // kept across restarts, as a machine's daemon is
+
 	mu      sync.Mutex // guards the fields below
 	agent   *node.Agent
 	done    chan error
@@ -87,6 +93,9 @@ func New(tb testing.TB, opts Options) *Cluster {
 	if opts.Gossip == nil {
 		opts.Gossip = gossip.DefaultLocalConfig
 	}
+	if opts.Runtime == nil {
+		opts.Runtime = func(int) runtime.Driver { return runtime.NewFake() }
+	}
 	if opts.SyncInterval == 0 {
 		opts.SyncInterval = time.Second
 	}
@@ -103,6 +112,7 @@ func New(tb testing.TB, opts Options) *Cluster {
 			Addr:    netip.AddrFrom4(a),
 			DataDir: filepath.Join(root, fmt.Sprintf("node-%d", i+1)),
 			c:       c,
+			runtime: opts.Runtime(i),
 		}
 		cl, err := client.New("http://"+net.JoinHostPort(n.Addr.String(), "7070"), opts.Token)
 		if err != nil {
@@ -141,6 +151,9 @@ func freeSubnet(tb testing.TB) netip.Addr {
 	return netip.Addr{}
 }
 
+// Runtime is the node's container runtime (nil if it has none).
+func (n *Node) Runtime() runtime.Driver { return n.runtime }
+
 // GossipAddr is the node's gossip address (host:port).
 func (n *Node) GossipAddr() string {
 	return net.JoinHostPort(n.Addr.String(), fmt.Sprint(node.DefaultGossipPort))
@@ -176,6 +189,8 @@ func (n *Node) config(join []string) node.Config {
 	cfg.Join = join
 	cfg.EncryptKey = o.EncryptKey
 	cfg.SyncInterval = o.SyncInterval
+	cfg.Runtime = n.runtime
+	cfg.RuntimeCheckInterval = 200 * time.Millisecond
 	cfg.Gossip = o.Gossip()
 	cfg.Logger = testLogger(n.c.tb, n.Name)
 	net := n.c.Net

@@ -58,6 +58,7 @@ SHOAL_TOKEN.`,
 		newInspectCmd(g),
 		newScaleCmd(g),
 		newRmCmd(g),
+		newPlacementCmd(g),
 		newKeygenCmd(g),
 		newVersionCmd(g),
 	)

@@ -76,3 +76,51 @@ type Health struct {
 type Error struct {
 	Error string `json:"error"`
 }
+
+// Placement is the answer to GET /v1/placement: the owner of every replica
+// slot, and the slots no node can take, as this node computes them.
+type Placement struct {
+	Slots       []PlacedSlot   `json:"slots"`
+	Unplaceable []UnplacedSlot `json:"unplaceable"`
+}
+
+// PlacedSlot is one replica slot and its owner.
+type PlacedSlot struct {
+	Service string `json:"service"`
+	Slot    int    `json:"slot"`
+	Node    string `json:"node"`
+}
+
+// UnplacedSlot is a replica slot without an owner, and why.
+type UnplacedSlot struct {
+	Service string `json:"service"`
+	Slot    int    `json:"slot"`
+	Reason  string `json:"reason"`
+}
+
+// Explanation says how one slot was placed: GET
+// /v1/placement/{service}/{slot}.
+type Explanation struct {
+	Service string `json:"service"`
+	Slot    int    `json:"slot"`
+	// Node is the owner ("" when unplaceable, then Reason says why).
+	Node   string `json:"node"`
+	Reason string `json:"reason,omitempty"`
+	// Relaxed names a rule dropped because no node could take the slot
+	// under it ("load bound", "load bound and spread").
+	Relaxed string `json:"relaxed,omitempty"`
+	// Candidates are every node: eligible ones by rank, then the others.
+	Candidates []Candidate `json:"candidates"`
+}
+
+// Candidate is one node as ranked for one slot.
+type Candidate struct {
+	Node     string  `json:"node"`
+	Score    float64 `json:"score"`
+	Rank     int     `json:"rank"`
+	Eligible bool    `json:"eligible"`
+	Chosen   bool    `json:"chosen,omitempty"`
+	Skipped  string  `json:"skipped,omitempty"`
+	Slots    int     `json:"slots"`
+	Limit    int     `json:"limit"`
+}

@@ -1,0 +1,189 @@
+package node_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalmesh/shoal/node"
+	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
+	"github.com/shoalmesh/shoal/testenv"
+)
+
+// placementCluster: node-1, node-2 in zone a; node-3..5 in zone b; node-5
+// has a runtime that is not ready.
+func placementCluster(t *testing.T) *testenv.Cluster {
+	return testenv.New(t, testenv.Options{
+		Nodes: 5,
+		Configure: func(i int, c *node.Config) {
+			zone := "b"
+			if i < 2 {
+				zone = "a"
+			}
+			c.Labels = map[string]string{"zone": zone}
+		},
+		Runtime: func(i int) runtime.Driver {
+			f := runtime.NewFake()
+			if i == 4 {
+				f.SetReady(errors.New("containerd: connection refused"))
+			}
+			return f
+		},
+	})
+}
+
+// waitSamePlacement waits until every running node answers the same
+// placement with the expected number of placed and unplaceable slots.
+func waitSamePlacement(t *testing.T, c *testenv.Cluster, placed, unplaceable int) api.Placement {
+	t.Helper()
+	var got api.Placement
+	c.Eventually(30*time.Second, func() error {
+		var first *api.Placement
+		for _, n := range c.Running() {
+			p, err := n.Client.Placement(context.Background(), "")
+			if err != nil {
+				return err
+			}
+			if len(p.Slots) != placed || len(p.Unplaceable) != unplaceable {
+				return fmt.Errorf("%s: %d placed, %d unplaceable; want %d, %d", n.Name, len(p.Slots), len(p.Unplaceable), placed, unplaceable)
+			}
+			if first == nil {
+				first = &p
+			} else if !reflect.DeepEqual(p, *first) {
+				return fmt.Errorf("%s disagrees:\n%+v\nvs\n%+v", n.Name, p, *first)
+			}
+		}
+		got = *first
+		return nil
+	})
+	return got
+}
+
+func TestPlacementIsTheSameOnEveryNode(t *testing.T) {
+	c := placementCluster(t)
+	ctx := ctxT(t)
+	put := func(s spec.Spec) {
+		t.Helper()
+		if _, err := c.Nodes[2].Client.PutService(ctx, s, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(spec.Spec{Name: "web", Image: "demo:1", Replicas: 3})
+	put(spec.Spec{Name: "api", Image: "demo:1", Replicas: 2, Constraints: map[string]string{"zone": "a"}})
+	put(spec.Spec{Name: "huge", Image: "demo:1", Replicas: 2, Resources: spec.Resources{Memory: 1 << 50}})
+
+	p := waitSamePlacement(t, c, 5, 2)
+	owners := map[string][]string{}
+	for _, s := range p.Slots {
+		owners[s.Service] = append(owners[s.Service], s.Node)
+		if s.Node == "node-5" {
+			t.Errorf("%s/%d placed on node-5, whose runtime is not ready", s.Service, s.Slot)
+		}
+	}
+	for svc, nodes := range owners {
+		if len(slices.Compact(slices.Sorted(slices.Values(nodes)))) != len(nodes) {
+			t.Errorf("%s replicas share a node: %v", svc, nodes)
+		}
+	}
+	for _, n := range owners["api"] {
+		if n != "node-1" && n != "node-2" {
+			t.Errorf("api (zone=a) placed on %s", n)
+		}
+	}
+	for _, u := range p.Unplaceable {
+		if u.Service != "huge" || !strings.Contains(u.Reason, "memory") {
+			t.Errorf("unplaceable %+v, want huge for lack of memory", u)
+		}
+	}
+
+	// Each node knows the slots it owns, and together they own them all.
+	var owned []string
+	for _, n := range c.Nodes {
+		for _, s := range n.Agent().OwnedSlots() {
+			owned = append(owned, s.String()+"@"+n.Name)
+		}
+	}
+	var want []string
+	for _, s := range p.Slots {
+		want = append(want, fmt.Sprintf("%s/%d@%s", s.Service, s.Slot, s.Node))
+	}
+	slices.Sort(owned)
+	slices.Sort(want)
+	if !slices.Equal(owned, want) {
+		t.Errorf("owned slots %v, want %v", owned, want)
+	}
+
+	// Explain names the owner and says why node-5 was passed over.
+	e, err := c.Nodes[0].Client.ExplainPlacement(ctx, "web", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := ownerOf(p, "web", 0); e.Node != o || len(e.Candidates) != 5 {
+		t.Errorf("explain web/0: owner %q (placement says %q), %d candidates", e.Node, o, len(e.Candidates))
+	}
+	for _, cd := range e.Candidates {
+		if cd.Node == "node-5" && (cd.Eligible || !strings.Contains(cd.Skipped, "runtime not ready")) {
+			t.Errorf("node-5 candidate %+v, want ineligible: runtime not ready", cd)
+		}
+	}
+	if _, err := c.Nodes[0].Client.ExplainPlacement(ctx, "web", 3); err == nil {
+		t.Error("explain of slot 3 of a 3-replica service succeeded")
+	}
+
+	// node-1 dies: api can only double up on node-2; every survivor agrees.
+	if err := c.Nodes[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// node-1 is suspect first (it keeps its slots), then failed.
+	c.Eventually(30*time.Second, func() error {
+		for _, n := range c.Running() {
+			for _, s := range n.Agent().Placement().Assignments {
+				if s.Node == "node-1" {
+					return fmt.Errorf("%s still places %s on node-1", n.Name, s.Slot)
+				}
+			}
+		}
+		return nil
+	})
+	p = waitSamePlacement(t, c, 5, 2)
+	for _, s := range p.Slots {
+		if s.Node == "node-1" {
+			t.Errorf("%s/%d still on dead node-1", s.Service, s.Slot)
+		}
+		if s.Service == "api" && s.Node != "node-2" {
+			t.Errorf("api/%d on %s, want node-2", s.Slot, s.Node)
+		}
+	}
+
+	// node-5's runtime comes up: it becomes eligible everywhere.
+	c.Nodes[4].Runtime().(*runtime.Fake).SetReady(nil)
+	c.Eventually(30*time.Second, func() error {
+		e, err := c.Nodes[1].Client.ExplainPlacement(ctx, "web", 0)
+		if err != nil {
+			return err
+		}
+		for _, cd := range e.Candidates {
+			if cd.Node == "node-5" && !cd.Eligible {
+				return fmt.Errorf("node-5 still ineligible: %s", cd.Skipped)
+			}
+		}
+		return nil
+	})
+	waitSamePlacement(t, c, 5, 2)
+}
+
+func ownerOf(p api.Placement, svc string, slot int) (string, bool) {
+	for _, s := range p.Slots {
+		if s.Service == svc && s.Slot == slot {
+			return s.Node, true
+		}
+	}
+	return "", false
+}
