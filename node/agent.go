@@ -255,6 +255,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	go func() { defer wg.Done(); a.runtimeLoop(ctx) }()
 	go func() { defer wg.Done(); a.antiEntropyLoop(ctx) }()
 	go func() { defer wg.Done(); a.tombstoneLoop(ctx) }()
+	a.startReplicas(ctx, &wg)
 	known, err := loadKnownPeers(a.cfg.DataDir)
 	if err != nil {
 		a.log.Warn("ignoring unreadable list of known peers", "err", err)

@@ -32,6 +32,8 @@ func (a *Agent) apiHandler() http.Handler {
 	mux.HandleFunc("DELETE /v1/services/{name}", a.deleteService)
 	mux.HandleFunc("GET /v1/placement", a.getPlacement)
 	mux.HandleFunc("GET /v1/placement/{service}/{slot}", a.explainPlacement)
+	a.registerImageRoutes(mux)
+	a.registerReplicaRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	return a.authenticate(jsonMuxErrors(mux))
 }
