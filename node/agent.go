@@ -59,6 +59,12 @@ type Agent struct {
 	apiAddr string
 	metrics *metrics
 
+	// runCtx ends when Run is told to stop; bg counts the short-lived
+	// goroutines (pushes, pulls, sync rounds) started under it, which Run
+	// waits for before it closes the planes they use.
+	runCtx context.Context
+	bg     sync.WaitGroup
+
 	members  atomic.Pointer[memberView] // current membership, for the gater and sync
 	syncMu   sync.Mutex                 // guards inflight
 	inflight map[string]bool            // peers with an anti-entropy round under way
@@ -157,6 +163,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	a.cancel.Store(&cancel)
+	a.runCtx = ctx
 	if a.crashed.Load() {
 		return errors.New("node: agent was killed before it started")
 	}
@@ -219,11 +226,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
-	closers = append(closers, func() error {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		return srv.Shutdown(sctx)
-	})
+	var stopAPI sync.Once
+	var stopAPIErr error
+	shutdownAPI := func() error {
+		stopAPI.Do(func() {
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer scancel()
+			stopAPIErr = srv.Shutdown(sctx)
+		})
+		return stopAPIErr
+	}
+	closers = append(closers, shutdownAPI)
 
 	a.checkRuntime(ctx) // so the first tags already say whether we can run containers
 	cluster, err := gossip.New(a.gossipConfig())
@@ -243,6 +256,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.kickPlacement()
 
 	var wg sync.WaitGroup
+	defer a.bg.Wait()
 	defer wg.Wait()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -276,14 +290,22 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		}()
 	}
 
+	if !a.encrypted() {
+		a.log.Warn("gossip is not encrypted: any host that reaches the gossip port can join; start with --encrypt \"$(shoal keygen)\"")
+	}
 	a.log.Info("agent started",
 		"api", a.apiAddr,
 		"gossip", netip.AddrPortFrom(a.cfg.AdvertiseAddr, uint16(cluster.LocalMember().Port)),
 		"peer_id", host.ID(), "peer_port", host.Port(),
-		"encrypted", len(a.cfg.EncryptKey) > 0 || fileExists(filepath.Join(a.cfg.DataDir, keyringFile)))
+		"encrypted", a.encrypted())
 	close(a.ready)
 
 	<-ctx.Done()
+	// No request may start background work once the loops are told to
+	// stop, so the API goes first.
+	if err := shutdownAPI(); err != nil {
+		a.log.Warn("api shutdown", "err", err)
+	}
 	if a.crashed.Load() {
 		a.log.Warn("agent killed")
 	} else {
@@ -486,6 +508,21 @@ func (a *Agent) tombstoneLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// encrypted reports whether gossip is encrypted (a key given now, or kept
+// in the data dir from an earlier start).
+func (a *Agent) encrypted() bool {
+	return len(a.cfg.EncryptKey) > 0 || fileExists(filepath.Join(a.cfg.DataDir, keyringFile))
+}
+
+// goBg runs fn in a goroutine that Run waits for before shutting down.
+func (a *Agent) goBg(fn func()) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		fn()
+	}()
 }
 
 func fileExists(p string) bool {

@@ -194,6 +194,7 @@ func (a *Agent) merge(entries []store.Entry, from string) error {
 		return nil
 	}
 	good, bad := checkEntries(entries)
+	good = a.dropExpiredTombstones(good)
 	if bad > 0 {
 		a.metrics.droppedPeer.Add(float64(bad))
 		a.log.Warn("dropped invalid entries from peer", "from", from, "count", bad)
@@ -211,6 +212,21 @@ func (a *Agent) merge(entries []store.Entry, from string) error {
 		return err
 	}
 	return nil
+}
+
+// dropExpiredTombstones leaves out tombstones older than the horizon: this
+// node may already have collected them, and taking them back would only
+// churn digests until the next collection.
+func (a *Agent) dropExpiredTombstones(in []store.Entry) []store.Entry {
+	cutoff := a.cfg.Clock.Now().Add(-a.cfg.TombstoneHorizon)
+	out := in[:0]
+	for _, e := range in {
+		if e.Deleted && e.Version.Time.Time().Before(cutoff) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // call sends one request to a member and decodes the answer.
@@ -247,15 +263,15 @@ func (a *Agent) announce(e store.Entry) {
 	sem := make(chan struct{}, 32)
 	for _, m := range peers {
 		sem <- struct{}{}
-		go func() {
+		a.goBg(func() {
 			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(a.runCtx, 5*time.Second)
 			defer cancel()
 			if _, err := a.call(ctx, m, syncRequest{Op: "push", Entries: []store.Entry{e}}); err != nil {
 				a.metrics.pushErrors.Inc()
 				a.log.Debug("push failed; gossip and anti-entropy will repair", "to", m.Name, "err", err)
 			}
-		}()
+		})
 	}
 }
 
@@ -294,7 +310,7 @@ func (a *Agent) handleNotice(ctx context.Context, payload []byte) {
 	if origin == nil {
 		return // anti-entropy will get it from someone else
 	}
-	go func() {
+	a.goBg(func() {
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		resp, err := a.call(ctx, *origin, syncRequest{Op: "push", Want: []string{n.Key}})
@@ -305,7 +321,7 @@ func (a *Agent) handleNotice(ctx context.Context, payload []byte) {
 		if err := a.merge(resp.Entries, origin.Name); err != nil {
 			a.log.Warn("merge after notice failed", "err", err)
 		}
-	}()
+	})
 }
 
 // antiEntropyLoop syncs with a random live peer every SyncInterval
@@ -331,7 +347,7 @@ func (a *Agent) syncSome(ctx context.Context, n int) {
 		peers = peers[:n]
 	}
 	for _, m := range peers {
-		go a.syncWith(ctx, m)
+		a.goBg(func() { a.syncWith(ctx, m) })
 	}
 }
 
@@ -343,7 +359,7 @@ func (a *Agent) maybeSyncWithJoiner(ctx context.Context, m gossip.Member) {
 	if alive > 4 && rand.IntN(alive) >= 4 {
 		return
 	}
-	go a.syncWith(ctx, m)
+	a.goBg(func() { a.syncWith(ctx, m) })
 }
 
 // syncWith runs one anti-entropy round with m: digest, then versions, then
