@@ -8,14 +8,19 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/shoalmesh/shoal/gossip"
 	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/client"
+	nodepeer "github.com/shoalmesh/shoal/node/peer"
 	"github.com/shoalmesh/shoal/testenv"
 )
 
@@ -277,4 +282,36 @@ func TestMalformedMessagesAreDroppedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSpec(t, c, "ok", "demo:1", 10*time.Second)
+}
+
+func TestPeerPlaneRefusesNonMembers(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 2})
+	target := c.Nodes[0].Agent()
+	id, err := nodepeer.LoadOrCreateIdentity(filepath.Join(t.TempDir(), "stranger.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := nodepeer.New(nodepeer.Config{
+		Identity: id,
+		ListenIP: c.Nodes[1].Addr.Next().Next(),
+		Allow:    func(peer.ID) bool { return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	before := target.PeerHost().Stats().Refused
+	m := target.Cluster().LocalMember()
+	addr := netip.AddrPortFrom(m.Addr, uint16(m.Tags.PeerPort))
+	_, err = stranger.Call(ctxT(t), target.PeerID(), addr, node.StateProto, []byte(`{"op":"digest","digest":"`+strings.Repeat("0", 64)+`"}`))
+	if err == nil {
+		t.Fatal("a host that is not a member called the state protocol")
+	}
+	if got := target.PeerHost().Stats().Refused; got <= before {
+		t.Errorf("refused count %d -> %d, want an increase", before, got)
+	}
+	// Members still get through.
+	if _, err := c.Nodes[1].Agent().CallState(ctxT(t), target, []byte(`{"op":"digest","digest":"`+strings.Repeat("0", 64)+`"}`)); err != nil {
+		t.Errorf("member call: %v", err)
+	}
 }
