@@ -73,6 +73,7 @@ type Agent struct {
 
 	placement  *placementState
 	runtimeErr atomic.Pointer[string] // why the runtime is not ready; "" = ready
+	replicas   *replicaSet            // reconcile loop, probes, status view (replicas.go)
 }
 
 // memberView is an immutable snapshot of the membership.
@@ -92,6 +93,7 @@ func New(cfg Config) (*Agent, error) {
 		ready:     make(chan struct{}),
 		inflight:  make(map[string]bool),
 		placement: newPlacementState(),
+		replicas:  newReplicaSet(cfg.Name),
 	}
 	notReady := "no container runtime driver"
 	a.runtimeErr.Store(&notReady)

@@ -118,6 +118,7 @@ func (a *Agent) recomputePlacement() {
 	if n := len(res.Unplaceable); n > 0 && len(res.Unplaceable) != len(old.result.Unplaceable) {
 		a.log.Warn("unplaceable slots", "count", n, "first", res.Unplaceable[0].Slot.String(), "reason", res.Unplaceable[0].Reason)
 	}
+	a.placementChanged()
 }
 
 // slotDiff lists the slots in b but not a (gained) and in a but not b.

@@ -1,15 +1,507 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
 )
 
+// The replica loop runs the replicas this node owns. Each pass lists the
+// containers the runtime holds (by their labels, so a restarted agent
+// adopts what runs), builds the desired set from the owned slots and the
+// specs, asks the pure reconcile (reconcile.go) what to do, and performs
+// the actions concurrently, one at a time per slot: a slow image pull for
+// one service does not hold up another. A pass runs when placement is
+// recomputed (membership or specs changed), when an action ends, when a
+// probe's verdict changes, when the runtime reports a container exit
+// (drivers that implement stateNotifier), when a backoff or handoff wait
+// ends, and every replicaResync regardless.
+//
+// Before its first pass the loop waits for the node to settle: placement
+// computed, and, if the node has peers to join, at least one other member
+// alive (or joinGrace passed). Otherwise a restarted agent would see
+// itself alone and start every slot of every service.
+
+// Timings of the replica loop.
+const (
+	replicaResync = 5 * time.Second
+	joinGrace     = 10 * time.Second
+	listTimeout   = 30 * time.Second
+	imageTimeout  = 10 * time.Minute
+	startTimeout  = 2 * time.Minute
+	stopTimeout   = 10 * time.Second // SIGTERM to SIGKILL
+	maxErrorLen   = 1024
+)
+
+// stateNotifier is an optional Driver interface: a driver that learns of
+// container state changes (a task exiting) offers them so the loop reacts
+// at once instead of at the next resync. runtime.Fake implements it.
+type stateNotifier interface {
+	// Changed returns a channel that receives a value, coalesced, when a
+	// container changes state on its own. It is never closed.
+	Changed() <-chan struct{}
+}
+
+// replicaSet is the agent's replica machinery: the loop's memory, the
+// probes and the status view.
+//
+// # Concurrency
+//
+// The loop goroutine runs passes one at a time; action and probe
+// goroutines report back under mu and kick the loop. Logs streams run on
+// their own goroutines, tracked by streams.
+type replicaSet struct {
+	kick    chan struct{} // buffered 1: a pass is wanted
+	status  *statusView
+	probes  *prober        // set by startReplicas
+	actions sync.WaitGroup // action goroutines
+	metrics *replicaMetrics
+	passes  atomic.Int64 // reconcile passes run
+
+	mu      sync.Mutex // guards all following fields
+	slots   map[slotKey]slotState
+	busy    map[slotKey]int
+	lastErr map[slotKey]string
+	streams sync.WaitGroup // logs streams; Add only while !closed
+	closed  bool
+}
+
+func newReplicaSet(self string) *replicaSet {
+	return &replicaSet{
+		kick:    make(chan struct{}, 1),
+		status:  newStatusView(self),
+		metrics: newReplicaMetrics(),
+		slots:   make(map[slotKey]slotState),
+		busy:    make(map[slotKey]int),
+		lastErr: make(map[slotKey]string),
+	}
+}
+
+// track registers a goroutine that must end before the replica loop
+// returns; ok is false once the loop is shutting down.
+func (r *replicaSet) track() (done func(), ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, false
+	}
+	r.streams.Add(1)
+	return r.streams.Done, true
+}
+
+// replicaMetrics count what the replica loop does.
+type replicaMetrics struct {
+	actions *prometheus.CounterVec
+	running prometheus.Gauge
+}
+
+func newReplicaMetrics() *replicaMetrics {
+	return &replicaMetrics{
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_replica_actions_total", Help: "Replica actions taken by this node, by action and result."},
+			[]string{"action", "result"}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_replicas_running", Help: "Running containers of this node's replicas."}),
+	}
+}
+
+// kickReplicas asks for a reconcile pass; it never blocks.
+func (a *Agent) kickReplicas() {
+	select {
+	case a.replicas.kick <- struct{}{}:
+	default:
+	}
+}
+
+// placementChanged is called after every placement recompute: owned
+// slots or membership may have changed.
+func (a *Agent) placementChanged() {
+	a.kickReplicas()
+	a.pruneStatus()
+}
+
 // registerReplicaRoutes adds the replica endpoints (ps, logs) to the API.
-func (a *Agent) registerReplicaRoutes(mux *http.ServeMux) {}
+func (a *Agent) registerReplicaRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/replicas", a.getReplicas)
+	mux.HandleFunc("GET /v1/logs/{service}", a.getLogs)
+}
 
 // startReplicas starts the goroutines that run this node's replicas
 // (reconcile loop, probes, status publication); they stop when ctx ends
 // and call wg.Done.
-func (a *Agent) startReplicas(ctx context.Context, wg *sync.WaitGroup) {}
+func (a *Agent) startReplicas(ctx context.Context, wg *sync.WaitGroup) {
+	r := a.replicas
+	a.metrics.reg.MustRegister(r.metrics.actions, r.metrics.running)
+	r.probes = newProber(a.cfg.Runtime, a.log, a.kickReplicas)
+	a.registerStatusHandler()
+	a.registerLogsHandler(ctx)
+	hasSeeds := len(a.cfg.Join) > 0
+	if known, _ := loadKnownPeers(a.cfg.DataDir); len(known) > 0 {
+		hasSeeds = true
+	}
+	wg.Add(3)
+	go func() { defer wg.Done(); a.replicaLoop(ctx, hasSeeds) }()
+	go func() { defer wg.Done(); a.statusPushLoop(ctx) }()
+	go func() { defer wg.Done(); a.statusPullLoop(ctx) }()
+}
+
+// replicaLoop runs reconcile passes until ctx ends, then waits for the
+// actions, probes and logs streams under way.
+func (a *Agent) replicaLoop(ctx context.Context, hasSeeds bool) {
+	r := a.replicas
+	defer func() {
+		r.actions.Wait()
+		r.probes.stop()
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		r.streams.Wait()
+	}()
+	var changed <-chan struct{}
+	if n, ok := a.cfg.Runtime.(stateNotifier); ok {
+		changed = n.Changed()
+	}
+	resync := time.NewTicker(replicaResync)
+	defer resync.Stop()
+	wakeTimer := time.NewTimer(time.Hour)
+	wakeTimer.Stop()
+	defer wakeTimer.Stop()
+
+	start := time.Now()
+	settled := false
+	for {
+		if !settled {
+			settled = a.replicasSettled(start, hasSeeds)
+			if settled {
+				a.log.Debug("replica loop starting")
+			}
+		}
+		if settled {
+			if wake := a.reconcilePass(ctx); !wake.IsZero() {
+				wakeTimer.Reset(max(time.Until(wake), time.Millisecond))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-changed:
+		case <-resync.C:
+		case <-wakeTimer.C:
+		}
+	}
+}
+
+// replicasSettled reports whether the node knows enough to reconcile.
+func (a *Agent) replicasSettled(start time.Time, hasSeeds bool) bool {
+	if len(a.placement.view.Load().nodes) == 0 {
+		return false // placement not computed yet
+	}
+	return !hasSeeds || a.cluster.NumAlive() > 1 || time.Since(start) >= joinGrace
+}
+
+// liveSpecs decodes the live specs.
+func (a *Agent) liveSpecs() map[string]spec.Spec {
+	out := make(map[string]spec.Spec)
+	for _, e := range a.store.List() {
+		s, err := spec.Decode(e.Value)
+		if err != nil {
+			continue // placementInputs logs it
+		}
+		out[s.Name] = s
+	}
+	return out
+}
+
+// reconcilePass runs one pass and returns when the next one is due
+// because a wait ends (zero: no timed wait).
+func (a *Agent) reconcilePass(ctx context.Context) time.Time {
+	r := a.replicas
+	drv := a.cfg.Runtime
+	if drv == nil {
+		r.status.setLocal([]api.Replica{}, time.Now())
+		return time.Time{}
+	}
+	if *a.runtimeErr.Load() != "" {
+		return time.Time{} // not ready: keep everything as it is
+	}
+	defer r.passes.Add(1)
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	actual, err := drv.List(lctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("listing containers failed", "err", err)
+		}
+		return time.Time{}
+	}
+
+	specs := a.liveSpecs()
+	counts := make(map[string]int, len(specs))
+	for name, s := range specs {
+		counts[name] = s.Replicas
+	}
+	var desired []runtime.ReplicaSpec
+	owned := make(map[slotKey]bool)
+	for _, sl := range a.OwnedSlots() {
+		s, ok := specs[sl.Service]
+		if !ok || sl.Index >= s.Replicas {
+			continue // placement is a step behind the store
+		}
+		desired = append(desired, replicaSpec(s, sl.Index, a.cfg.Name))
+		owned[slotKey{sl.Service, sl.Index}] = true
+	}
+
+	// Slots that moved: does their new owner run them healthy?
+	res := a.Placement()
+	handoff := make(map[slotKey]bool)
+	var others []api.Replica
+	for _, c := range actual {
+		k := keyOf(c)
+		if k == unlabeled || owned[k] || k.Slot >= counts[k.Service] {
+			continue
+		}
+		owner, ok := res.Owner(k.Service, k.Slot)
+		if !ok || owner == a.cfg.Name {
+			continue
+		}
+		if others == nil {
+			others = a.ReplicaStatus()
+		}
+		handoff[k] = false
+		for _, o := range others {
+			if o.Node == owner && o.Service == k.Service && o.Slot == k.Slot && o.Healthy {
+				handoff[k] = true
+			}
+		}
+	}
+
+	healthy := make(map[string]bool, len(actual))
+	for _, c := range actual {
+		if c.State != runtime.StateRunning {
+			continue
+		}
+		if s, ok := specs[c.Service]; ok && s.Health != nil {
+			res, _ := r.probes.result(c.ID)
+			healthy[c.ID] = res.Healthy
+		} else {
+			healthy[c.ID] = true
+		}
+	}
+
+	now := time.Now()
+	r.mu.Lock()
+	busy := make(map[slotKey]bool, len(r.busy))
+	for k := range r.busy {
+		busy[k] = true
+	}
+	out := reconcile(reconcileInput{
+		Now: now, Desired: desired, Replicas: counts, Actual: actual,
+		Healthy: healthy, Handoff: handoff, Busy: busy, Slots: r.slots,
+	})
+	r.slots = out.Slots
+	for k := range r.lastErr {
+		if _, ok := out.Slots[k]; !ok {
+			delete(r.lastErr, k)
+		}
+	}
+	for _, act := range out.Actions {
+		r.busy[act.Slot]++
+	}
+	r.mu.Unlock()
+
+	for _, act := range out.Actions {
+		r.actions.Add(1)
+		go func() {
+			defer r.actions.Done()
+			a.runAction(ctx, act)
+		}()
+	}
+	running := 0
+	for _, c := range actual {
+		if c.State == runtime.StateRunning {
+			running++
+		}
+	}
+	r.metrics.running.Set(float64(running))
+	r.probes.sync(ctx, probeTargets(actual, specs, a.cfg.AdvertiseAddr))
+	r.status.setLocal(a.localStatus(desired, actual, specs, healthy), now)
+	return out.Wake
+}
+
+// runAction performs one action, records its outcome and kicks the loop.
+func (a *Agent) runAction(ctx context.Context, act action) {
+	r := a.replicas
+	var err error
+	switch act.Kind {
+	case actStop:
+		err = a.stopContainer(ctx, act.ID)
+	case actStart:
+		err = a.startContainer(ctx, act.Spec)
+	case actRestart:
+		if err = a.stopContainer(ctx, act.ID); err == nil {
+			err = a.startContainer(ctx, act.Spec)
+		}
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	r.metrics.actions.WithLabelValues(act.Kind.String(), result).Inc()
+
+	r.mu.Lock()
+	if r.busy[act.Slot]--; r.busy[act.Slot] <= 0 {
+		delete(r.busy, act.Slot)
+	}
+	switch {
+	case err != nil && ctx.Err() == nil:
+		msg := err.Error()
+		if len(msg) > maxErrorLen {
+			msg = msg[:maxErrorLen]
+		}
+		r.lastErr[act.Slot] = msg
+		if act.Kind != actStop {
+			r.slots[act.Slot] = r.slots[act.Slot].failed(time.Now())
+		}
+	case err == nil && act.Kind != actStop:
+		delete(r.lastErr, act.Slot)
+	}
+	r.mu.Unlock()
+
+	switch {
+	case err != nil && ctx.Err() == nil:
+		a.log.Warn("replica "+act.Kind.String()+" failed", "slot", act.Slot.String(), "container", act.ID+act.Spec.ID, "reason", act.Reason, "err", err)
+	case err == nil:
+		a.log.Info("replica "+act.Kind.String(), "slot", act.Slot.String(), "container", act.ID+act.Spec.ID, "reason", act.Reason)
+	}
+	a.kickReplicas()
+}
+
+// startContainer makes the image available and starts the replica. In
+// host mode it picks the replica's port and passes it as $PORT.
+func (a *Agent) startContainer(ctx context.Context, s runtime.ReplicaSpec) error {
+	drv := a.cfg.Runtime
+	ictx, cancel := context.WithTimeout(ctx, imageTimeout)
+	_, err := drv.EnsureImage(ictx, s.Image)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("image %s: %w", s.Image, err)
+	}
+	if s.Network == spec.NetworkHost && len(s.Ports) > 0 {
+		p, err := freePort(a.cfg.BindAddr)
+		if err != nil {
+			return fmt.Errorf("picking a host port: %w", err)
+		}
+		s.Ports = []int{p}
+		s.Env = maps.Clone(s.Env)
+		s.Env["PORT"] = strconv.Itoa(p)
+	}
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if _, err := drv.Start(sctx, s); err != nil {
+		return fmt.Errorf("start %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// stopContainer stops and removes a container.
+func (a *Agent) stopContainer(ctx context.Context, id string) error {
+	sctx, cancel := context.WithTimeout(ctx, stopTimeout+30*time.Second)
+	defer cancel()
+	if err := a.cfg.Runtime.Stop(sctx, id, stopTimeout); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+		return fmt.Errorf("stop %s: %w", id, err)
+	}
+	return nil
+}
+
+// freePort asks the kernel for a free TCP port on ip.
+func freePort(ip netip.Addr) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// localStatus is this node's status document: every container it holds,
+// and the owned slots that have none yet (pending).
+func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Replica, specs map[string]spec.Spec, healthy map[string]bool) []api.Replica {
+	r := a.replicas
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []api.Replica{}
+	has := make(map[slotKey]bool)
+	for _, c := range actual {
+		k := keyOf(c)
+		if k == unlabeled {
+			continue
+		}
+		has[k] = true
+		rep := api.Replica{
+			Service: c.Service, Slot: c.Slot, Node: a.cfg.Name, Container: c.ID,
+			Version: c.Version, Image: c.Image, StartedAt: c.StartedAt.UTC(),
+			Restarts: r.slots[k].Restarts, LastError: r.lastErr[k],
+		}
+		s, known := specs[c.Service]
+		if known {
+			rep.Endpoint = endpointOf(s, c, a.cfg.AdvertiseAddr)
+		}
+		switch c.State {
+		case runtime.StateRunning:
+			rep.Healthy = healthy[c.ID]
+			rep.State = "running"
+			if known && s.Health != nil {
+				pr, _ := r.probes.result(c.ID)
+				switch {
+				case !pr.Passed:
+					rep.State = "starting"
+				case !pr.Healthy:
+					rep.State = "unhealthy"
+				}
+				if pr.LastErr != "" && !pr.Healthy {
+					rep.LastError = pr.LastErr
+				}
+			}
+		case runtime.StateUnknown:
+			rep.State = "unknown"
+		default:
+			rep.State = "failed"
+			rep.LastError = "exited with code " + strconv.Itoa(c.ExitCode)
+		}
+		if len(rep.LastError) > maxErrorLen {
+			rep.LastError = rep.LastError[:maxErrorLen]
+		}
+		out = append(out, rep)
+	}
+	for _, d := range desired {
+		k := slotKey{d.Service, d.Slot}
+		if has[k] {
+			continue
+		}
+		out = append(out, api.Replica{
+			Service: d.Service, Slot: d.Slot, Node: a.cfg.Name, Version: d.Version, Image: d.Image,
+			State: "pending", Restarts: r.slots[k].Restarts, LastError: r.lastErr[k],
+		})
+	}
+	slices.SortFunc(out, func(x, y api.Replica) int {
+		return cmp.Or(cmp.Compare(x.Service, y.Service), cmp.Compare(x.Slot, y.Slot), cmp.Compare(x.Container, y.Container))
+	})
+	return out
+}

@@ -9,28 +9,65 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Fake is an in-memory Driver for tests: containers are records, images
-// are names. The zero value is not usable; use NewFake.
+// are names, logs are buffers. It records the Start and Stop calls it
+// served (Ops), lets tests crash containers (Crash), steer exec probes
+// (SetExecResult) and write log lines (AppendLog). The zero value is not
+// usable; use NewFake.
+//
+// # Concurrency
+//
+// Safe for concurrent use. The hooks (SetStartError, SetExecResult) are
+// called without the fake's lock held, so they may block to simulate a
+// slow runtime.
 type Fake struct {
 	mu         sync.Mutex // guards all following fields
 	err        error
 	images     map[string]Image
 	containers map[string]*Replica
-	logs       map[string]*bytes.Buffer
+	logs       map[string]*fakeLog
 	nextPort   int
-	// StartErr, when set, makes Start fail for specs it returns an error for.
-	startErr func(ReplicaSpec) error
-	starts   int
+	startErr   func(ReplicaSpec) error
+	execResult func(id string, cmd []string) int
+	starts     int
+	ops        []FakeOp
+	changed    chan struct{} // buffered 1: a container changed state
+}
+
+// FakeOp is one Start or Stop the fake served.
+type FakeOp struct {
+	// Op is "start" or "stop".
+	Op string
+	// ID is the container's ID; Version its spec version (start only).
+	ID      string
+	Version string
+	// At is when the call was served.
+	At time.Time
+}
+
+// fakeLog is one container's log: its content and a channel closed (and
+// replaced) when it grows or the container goes away.
+type fakeLog struct {
+	buf    bytes.Buffer
+	grown  chan struct{}
+	closed bool
 }
 
 var _ Driver = (*Fake)(nil)
 
 // NewFake returns a ready fake runtime that holds every image.
 func NewFake() *Fake {
-	return &Fake{images: map[string]Image{}, containers: map[string]*Replica{}, logs: map[string]*bytes.Buffer{}, nextPort: 30000}
+	return &Fake{
+		images:     map[string]Image{},
+		containers: map[string]*Replica{},
+		logs:       map[string]*fakeLog{},
+		nextPort:   30000,
+		changed:    make(chan struct{}, 1),
+	}
 }
 
 // SetReady makes Ready return err (nil: ready).
@@ -40,19 +77,43 @@ func (f *Fake) SetReady(err error) {
 	f.err = err
 }
 
-// SetStartError makes Start fail with fn's answer (nil fn: never).
+// SetStartError makes Start fail with fn's answer (nil fn: never). fn is
+// called without the fake's lock, so it may also block.
 func (f *Fake) SetStartError(fn func(ReplicaSpec) error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.startErr = fn
 }
 
-// Crash marks a running container exited with code, as if it died.
+// SetExecResult makes Exec on a running container return fn's exit code
+// (nil fn: 0).
+func (f *Fake) SetExecResult(fn func(id string, cmd []string) int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.execResult = fn
+}
+
+// Crash marks a running container exited with code, as if it died, and
+// signals Changed.
 func (f *Fake) Crash(id string, code int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.containers[id]; ok {
 		c.State, c.ExitCode = StateExited, code
+		f.notifyLocked()
+	}
+}
+
+// Changed returns a channel that receives a value (coalesced) whenever a
+// container changes state on its own (Crash), as a real runtime's task
+// exit events would. The agent's reconcile loop listens to it when a
+// driver offers it.
+func (f *Fake) Changed() <-chan struct{} { return f.changed }
+
+func (f *Fake) notifyLocked() {
+	select {
+	case f.changed <- struct{}{}:
+	default:
 	}
 }
 
@@ -61,6 +122,40 @@ func (f *Fake) Starts() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.starts
+}
+
+// Ops returns the successful Start and Stop calls in the order served.
+func (f *Fake) Ops() []FakeOp {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.ops)
+}
+
+// Container returns the container id (false if there is none).
+func (f *Fake) Container(id string) (Replica, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return Replica{}, false
+	}
+	r := *c
+	r.HostPorts = maps.Clone(c.HostPorts)
+	return r, true
+}
+
+// AppendLog adds a line to a container's log (false if it does not exist).
+func (f *Fake) AppendLog(id, line string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.logs[id]
+	if !ok {
+		return false
+	}
+	l.buf.WriteString(line + "\n")
+	close(l.grown)
+	l.grown = make(chan struct{})
+	return true
 }
 
 // Ready implements Driver.
@@ -116,14 +211,20 @@ func (f *Fake) EnsureImage(ctx context.Context, ref string) (Image, error) {
 // Start implements Driver.
 func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
 	f.mu.Lock()
+	hook := f.startErr
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(s); err != nil {
+			return Replica{}, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return Replica{}, err
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return Replica{}, fmt.Errorf("%w: %v", ErrNotReady, f.err)
-	}
-	if f.startErr != nil {
-		if err := f.startErr(s); err != nil {
-			return Replica{}, err
-		}
 	}
 	if c, ok := f.containers[s.ID]; ok && c.State == StateRunning {
 		return Replica{}, fmt.Errorf("runtime: container %s already exists", s.ID)
@@ -139,17 +240,33 @@ func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
 		}
 	}
 	f.containers[s.ID] = r
-	f.logs[s.ID] = bytes.NewBufferString(fmt.Sprintf("started %s/%d\n", s.Service, s.Slot))
+	if old, ok := f.logs[s.ID]; ok {
+		old.closed = true
+		close(old.grown)
+	}
+	l := &fakeLog{grown: make(chan struct{})}
+	fmt.Fprintf(&l.buf, "started %s/%d\n", s.Service, s.Slot)
+	f.logs[s.ID] = l
 	f.starts++
-	return *r, nil
+	f.ops = append(f.ops, FakeOp{Op: "start", ID: s.ID, Version: s.Version, At: r.StartedAt})
+	out := *r
+	out.HostPorts = maps.Clone(r.HostPorts)
+	return out, nil
 }
 
 // Stop implements Driver.
 func (f *Fake) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, ok := f.containers[id]; ok {
+		f.ops = append(f.ops, FakeOp{Op: "stop", ID: id, At: time.Now()})
+	}
 	delete(f.containers, id)
-	delete(f.logs, id)
+	if l, ok := f.logs[id]; ok {
+		l.closed = true
+		close(l.grown)
+		delete(f.logs, id)
+	}
 	return nil
 }
 
@@ -167,27 +284,93 @@ func (f *Fake) List(ctx context.Context) ([]Replica, error) {
 	return out, nil
 }
 
-// Exec implements Driver: exit 0 while the container runs.
+// Exec implements Driver: on a running container it returns the
+// SetExecResult hook's answer (default 0), on a stopped one 1.
 func (f *Fake) Exec(ctx context.Context, id string, cmd []string) (int, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	c, ok := f.containers[id]
-	if !ok {
+	running := ok && c.State == StateRunning
+	hook := f.execResult
+	f.mu.Unlock()
+	switch {
+	case !ok:
 		return -1, fmt.Errorf("%w: container %s", ErrNotFound, id)
-	}
-	if c.State != StateRunning {
+	case !running:
 		return 1, nil
+	case hook != nil:
+		return hook(id, slices.Clone(cmd)), nil
 	}
 	return 0, nil
 }
 
-// Logs implements Driver (no follow: the fake's logs do not grow).
+// Logs implements Driver: the last tail lines (tail < 0: all), then with
+// follow every line AppendLog adds, until ctx ends or the container is
+// removed.
 func (f *Fake) Logs(ctx context.Context, id string, tail int, follow bool) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, ok := f.logs[id]
+	l, ok := f.logs[id]
 	if !ok {
 		return nil, fmt.Errorf("%w: container %s", ErrNotFound, id)
 	}
-	return io.NopCloser(bytes.NewReader(bytes.Clone(b.Bytes()))), nil
+	all := l.buf.Bytes()
+	start := 0
+	if tail >= 0 {
+		lines := bytes.SplitAfter(all, []byte("\n"))
+		if n := len(lines); n > 0 && len(lines[n-1]) == 0 {
+			lines = lines[:n-1]
+		}
+		for _, line := range lines[:max(0, len(lines)-tail)] {
+			start += len(line)
+		}
+	}
+	return &fakeLogReader{f: f, l: l, ctx: ctx, off: start, follow: follow, closed: make(chan struct{})}, nil
+}
+
+// fakeLogReader reads a fakeLog from an offset, waiting for growth when
+// following.
+type fakeLogReader struct {
+	f      *Fake
+	l      *fakeLog
+	ctx    context.Context
+	off    int
+	follow bool
+	done   atomic.Bool   // Close was called
+	once   sync.Once     // closes closed
+	closed chan struct{} // closed by Close, wakes a waiting Read
+}
+
+func (r *fakeLogReader) Read(p []byte) (int, error) {
+	for {
+		if r.done.Load() {
+			return 0, io.EOF
+		}
+		r.f.mu.Lock()
+		data, grown, closed := r.l.buf.Bytes(), r.l.grown, r.l.closed
+		if r.off < len(data) {
+			n := copy(p, data[r.off:])
+			r.off += n
+			r.f.mu.Unlock()
+			return n, nil
+		}
+		r.f.mu.Unlock()
+		if !r.follow || closed {
+			return 0, io.EOF
+		}
+		select {
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		case <-r.closed:
+			return 0, io.EOF
+		case <-grown:
+		}
+	}
+}
+
+// Close implements io.Closer; it may be called concurrently with Read
+// and more than once.
+func (r *fakeLogReader) Close() error {
+	r.done.Store(true)
+	r.once.Do(func() { close(r.closed) })
+	return nil
 }

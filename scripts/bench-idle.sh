@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
 	*) echo "bench-idle: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
-go build -o bin/shoal ./cmd/shoal
+CGO_ENABLED=0 go build -o bin/shoal ./cmd/shoal
 dir=$(mktemp -d)
 chain=SHOAL_BENCH_$$
 pids=()

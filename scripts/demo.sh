@@ -21,7 +21,7 @@ done
 
 [ "$(id -u)" = 0 ] && scripts/install-deps.sh
 mkdir -p bin
-go build -o bin/shoal ./cmd/shoal
+CGO_ENABLED=0 go build -o bin/shoal ./cmd/shoal
 shoal=bin/shoal
 
 dir=.dev/demo

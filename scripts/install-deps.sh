@@ -8,7 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 # Container runtime and networking (used by the runtime and failover work).
-for p in containerd runc containernetworking-plugins iptables iproute2 ca-certificates curl; do
+for p in containerd runc containernetworking-plugins iptables iproute2 ca-certificates curl busybox-static docker-registry; do
 	pkg_installed "$p" || need+=("$p")
 done
 

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/shoalmesh/shoal/gossip"
 	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/spec"
+	ctrd "github.com/shoalmesh/shoal/runtime/containerd"
 )
 
 // agentFlags are the flags of `shoal agent`.
@@ -25,6 +27,7 @@ type agentFlags struct {
 	encrypt                             string
 	containerd, namespace, profile      string
 	logLevel, logFormat                 string
+	bridge, subnet, hostPorts           string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -47,7 +50,7 @@ SIGTERM or SIGINT leaves the cluster gracefully.`,
 			if err != nil {
 				return err
 			}
-			return runAgent(cmd.Context(), cfg)
+			return runAgent(cmd.Context(), cfg, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -63,6 +66,9 @@ SIGTERM or SIGINT leaves the cluster gracefully.`,
 	fl.StringArrayVar(&f.labels, "label", nil, "node label k=v for placement constraints (repeatable)")
 	fl.StringVar(&f.containerd, "containerd", "/run/containerd/containerd.sock", "containerd socket")
 	fl.StringVar(&f.namespace, "namespace", node.DefaultNamespace, "containerd namespace")
+	fl.StringVar(&f.bridge, "bridge", ctrd.DefaultBridge, "bridge the containers of bridge-mode replicas attach to (CNI)")
+	fl.StringVar(&f.subnet, "subnet", ctrd.DefaultSubnet.String(), "subnet the bridge-mode replicas get their addresses from")
+	fl.StringVar(&f.hostPorts, "host-ports", "20000-29999", "range of host ports mapped to bridge-mode replicas' ports")
 	fl.StringVar(&f.profile, "profile", "lan", "gossip timing: lan, wan or local")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -123,12 +129,48 @@ func (f *agentFlags) config(token string) (node.Config, error) {
 	return *cfg, nil
 }
 
+// runtimeConfig checks the runtime flags.
+func (f *agentFlags) runtimeConfig(cfg *node.Config) (ctrd.Config, error) {
+	subnet, err := netip.ParsePrefix(f.subnet)
+	if err != nil {
+		return ctrd.Config{}, fmt.Errorf("--subnet %q: not a CIDR prefix", f.subnet)
+	}
+	var lo, hi int
+	if _, err := fmt.Sscanf(f.hostPorts, "%d-%d", &lo, &hi); err != nil || lo < 1 || hi > 65535 || lo > hi {
+		return ctrd.Config{}, fmt.Errorf("--host-ports %q: want LOW-HIGH within 1-65535", f.hostPorts)
+	}
+	rc := ctrd.Config{
+		Socket:    cfg.Containerd,
+		Namespace: cfg.Namespace,
+		Node:      cfg.Name,
+		DataDir:   filepath.Join(cfg.DataDir, "runtime"),
+		Bridge:    f.bridge,
+		Subnet:    subnet,
+		PortRange: [2]int{lo, hi},
+		Logger:    cfg.Logger,
+	}
+	if !cfg.BindAddr.IsUnspecified() {
+		rc.HostIP = cfg.BindAddr
+	}
+	return rc, nil
+}
+
 // runAgent runs until SIGTERM or SIGINT, then leaves gracefully. A second
 // signal exits at once.
-func runAgent(ctx context.Context, cfg node.Config) error {
+func runAgent(ctx context.Context, cfg node.Config, f *agentFlags) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	rc, err := f.runtimeConfig(&cfg)
+	if err != nil {
+		return err
+	}
+	drv, err := ctrd.New(ctx, rc)
+	if err != nil {
+		return fmt.Errorf("containerd: %w", err)
+	}
+	defer drv.Close()
+	cfg.Runtime = drv
 	a, err := node.New(cfg)
 	if err != nil {
 		return err

@@ -124,3 +124,48 @@ type Candidate struct {
 	Slots    int     `json:"slots"`
 	Limit    int     `json:"limit"`
 }
+
+// Image is an image a node holds: POST /v1/images answers the ones it
+// imported, GET /v1/images lists them all.
+type Image struct {
+	// Name is the reference it is stored under
+	// ("docker.io/library/shoal-demo:latest").
+	Name string `json:"name"`
+	// Digest is the manifest (or index) digest ("sha256:...").
+	Digest string `json:"digest"`
+	// Size is the size of its content in bytes.
+	Size int64 `json:"size"`
+	// Platforms it has content for ("linux/amd64").
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// Replica is one replica as its owning node reports it: GET /v1/replicas.
+type Replica struct {
+	Service string `json:"service"`
+	Slot    int    `json:"slot"`
+	// Node is the node that runs it.
+	Node string `json:"node"`
+	// Container is the container ID ("" while pending).
+	Container string `json:"container,omitempty"`
+	// Version is the container template's version (a hash of image,
+	// command, env, network, target ports and resources).
+	Version string `json:"version,omitempty"`
+	// Image is the image reference it runs.
+	Image string `json:"image,omitempty"`
+	// State is pending (owned, not started yet), starting (running, no
+	// health check passed yet), running, failed (exited; a restart is
+	// scheduled) or unknown.
+	State string `json:"state"`
+	// Healthy is whether it runs and passes its health check (a service
+	// without one is healthy once running).
+	Healthy bool `json:"healthy"`
+	// Endpoint is advertise-IP:host-port of the first published port; empty
+	// without ports.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Restarts counts restarts after crashes on this node.
+	Restarts int `json:"restarts"`
+	// StartedAt is when the container started.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// LastError is the last start failure, exit or probe error.
+	LastError string `json:"last_error,omitempty"`
+}

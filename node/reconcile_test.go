@@ -1,0 +1,536 @@
+package node
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
+)
+
+var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// dspec is a desired replica of service/slot with template version v.
+func dspec(service string, slot int, v string) runtime.ReplicaSpec {
+	return runtime.ReplicaSpec{ID: containerID(service, slot, v), Service: service, Slot: slot, Version: v, Image: "img:" + v}
+}
+
+// ctr is a container of service/slot, template v, in state st.
+func ctr(service string, slot int, v string, st runtime.State, started time.Time) runtime.Replica {
+	return runtime.Replica{ID: containerID(service, slot, v), Service: service, Slot: slot, Version: v, State: st, StartedAt: started}
+}
+
+// summary renders actions as "start web-0-v1", "stop web-0-v0" ...
+func summary(acts []action) []string {
+	out := []string{}
+	for _, a := range acts {
+		id := a.ID
+		if a.Kind == actStart {
+			id = a.Spec.ID
+		}
+		out = append(out, a.Kind.String()+" "+id)
+	}
+	return out
+}
+
+func healthyAll(cs ...runtime.Replica) map[string]bool {
+	h := map[string]bool{}
+	for _, c := range cs {
+		h[c.ID] = c.State == runtime.StateRunning
+	}
+	return h
+}
+
+func TestReconcileTable(t *testing.T) {
+	running := runtime.StateRunning
+	tests := []struct {
+		name string
+		in   reconcileInput
+		want []string
+	}{
+		{"nothing", reconcileInput{}, []string{}},
+		{"start missing", reconcileInput{
+			Desired: []runtime.ReplicaSpec{dspec("web", 0, "v1"), dspec("web", 1, "v1")}, Replicas: map[string]int{"web": 2},
+		}, []string{"start web-0-v1", "start web-1-v1"}},
+		{"converged: nothing to do", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v1")},
+			Replicas: map[string]int{"web": 1},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0)},
+			Healthy:  map[string]bool{"web-0-v1": true},
+		}, []string{}},
+		{"unhealthy current is left alone", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v1")},
+			Replicas: map[string]int{"web": 1},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0)},
+		}, []string{}},
+		{"template change starts the new one first", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2")},
+			Replicas: map[string]int{"web": 1},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0)},
+			Healthy:  map[string]bool{"web-0-v1": true},
+		}, []string{"start web-0-v2"}},
+		{"old stays while the new one is not healthy", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2")},
+			Replicas: map[string]int{"web": 1},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 0, "v2", running, t0)},
+			Healthy:  map[string]bool{"web-0-v1": true},
+		}, []string{}},
+		{"old stops once the new one is healthy", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2")},
+			Replicas: map[string]int{"web": 1},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 0, "v2", running, t0)},
+			Healthy:  map[string]bool{"web-0-v1": true, "web-0-v2": true},
+		}, []string{"stop web-0-v1"}},
+		{"one replacement at a time per service", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2"), dspec("web", 1, "v2"), dspec("api", 0, "v2")},
+			Replicas: map[string]int{"web": 2, "api": 1},
+			Actual: []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 1, "v1", running, t0),
+				ctr("api", 0, "v1", running, t0)},
+		}, []string{"start api-0-v2", "start web-0-v2"}},
+		{"a busy replacement holds back the next one", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2"), dspec("web", 1, "v2")},
+			Replicas: map[string]int{"web": 2},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 1, "v1", running, t0)},
+			Busy:     map[slotKey]bool{{"web", 0}: true},
+		}, []string{}},
+		{"next replacement when the first is done", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2"), dspec("web", 1, "v2")},
+			Replicas: map[string]int{"web": 2},
+			Actual: []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 0, "v2", running, t0),
+				ctr("web", 1, "v1", running, t0)},
+			Healthy: map[string]bool{"web-0-v2": true},
+		}, []string{"stop web-0-v1"}},
+		{"next replacement once the old one is gone", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2"), dspec("web", 1, "v2")},
+			Replicas: map[string]int{"web": 2},
+			Actual:   []runtime.Replica{ctr("web", 0, "v2", running, t0), ctr("web", 1, "v1", running, t0)},
+			Healthy:  map[string]bool{"web-0-v2": true},
+		}, []string{"start web-1-v2"}},
+		{"a dead old container goes at once", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v2"), dspec("web", 1, "v2")},
+			Replicas: map[string]int{"web": 2},
+			Actual: []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 0, "v2", running, t0),
+				ctr("web", 1, "v1", runtime.StateExited, t0)},
+		}, []string{"stop web-1-v1", "start web-1-v2"}},
+		{"deleted, scaled down, unlabeled", reconcileInput{
+			Replicas: map[string]int{"web": 1},
+			Actual: []runtime.Replica{ctr("gone", 0, "v1", running, t0), ctr("web", 1, "v1", running, t0),
+				{ID: "stray", State: running}},
+		}, []string{"stop stray", "stop gone-0-v1", "stop web-1-v1"}},
+		{"moved: kept until the new owner is healthy", reconcileInput{
+			Now:      t0,
+			Replicas: map[string]int{"web": 2},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 1, "v1", running, t0)},
+			Handoff:  map[slotKey]bool{{"web", 0}: false, {"web", 1}: true},
+		}, []string{"stop web-1-v1"}},
+		{"moved slot without owner stops", reconcileInput{
+			Replicas: map[string]int{"web": 1},
+			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0)},
+		}, []string{"stop web-0-v1"}},
+		{"busy slot untouched", reconcileInput{
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v1")},
+			Replicas: map[string]int{"web": 1},
+			Busy:     map[slotKey]bool{{"web", 0}: true},
+		}, []string{}},
+		{"backoff holds a start", reconcileInput{
+			Now:      t0,
+			Desired:  []runtime.ReplicaSpec{dspec("web", 0, "v1")},
+			Replicas: map[string]int{"web": 1},
+			Slots:    map[slotKey]slotState{{"web", 0}: {NotBefore: t0.Add(time.Second)}},
+		}, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := summary(reconcile(tt.in).Actions)
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("actions %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReconcileCrashBackoff(t *testing.T) {
+	d := dspec("web", 0, "v1")
+	in := reconcileInput{Now: t0, Desired: []runtime.ReplicaSpec{d}, Replicas: map[string]int{"web": 1}}
+	crashed := ctr("web", 0, "v1", runtime.StateExited, t0.Add(-time.Minute))
+	in.Actual = []runtime.Replica{crashed}
+
+	var wantRestarts int
+	for i, wantDelay := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
+		wantDelay *= time.Second
+		out := reconcile(in)
+		if len(out.Actions) != 0 || !out.Wake.Equal(in.Now.Add(wantDelay)) {
+			t.Fatalf("crash %d: actions %q, wake %v; want none and a wake after %v", i, summary(out.Actions), out.Wake.Sub(in.Now), wantDelay)
+		}
+		in.Slots = out.Slots
+		in.Now = in.Now.Add(wantDelay - time.Millisecond)
+		if out := reconcile(in); len(out.Actions) != 0 {
+			t.Fatalf("crash %d: restarted before the backoff ended: %q", i, summary(out.Actions))
+		}
+		in.Now = in.Now.Add(time.Millisecond)
+		out = reconcile(in)
+		if got := summary(out.Actions); !slices.Equal(got, []string{"restart web-0-v1"}) {
+			t.Fatalf("crash %d: actions %q after the backoff", i, got)
+		}
+		wantRestarts++
+		if n := out.Slots[slotKey{"web", 0}].Restarts; n != wantRestarts {
+			t.Fatalf("restarts = %d, want %d", n, wantRestarts)
+		}
+		in.Slots = out.Slots
+		// The restarted container crashes again a little later.
+		in.Now = in.Now.Add(time.Second)
+		in.Actual = []runtime.Replica{ctr("web", 0, "v1", runtime.StateExited, in.Now.Add(-time.Millisecond))}
+	}
+
+	// A container that ran 10 minutes starts the backoff over.
+	in.Actual = []runtime.Replica{ctr("web", 0, "v1", runtime.StateExited, in.Now.Add(-backoffReset))}
+	if out := reconcile(in); !out.Wake.Equal(in.Now.Add(backoffInitial)) {
+		t.Fatalf("after a long run: wake after %v, want %v", out.Wake.Sub(in.Now), backoffInitial)
+	}
+	// So does a healthy run of 10 minutes observed while running.
+	in.Actual = []runtime.Replica{ctr("web", 0, "v1", runtime.StateRunning, in.Now.Add(-backoffReset))}
+	in.Healthy = healthyAll(in.Actual...)
+	if st := reconcile(in).Slots[slotKey{"web", 0}]; st.Backoff != 0 || st.Restarts != wantRestarts {
+		t.Fatalf("after 10 min healthy: %+v", st)
+	}
+}
+
+func TestReconcileHandoffTimeout(t *testing.T) {
+	in := reconcileInput{
+		Now: t0, Replicas: map[string]int{"web": 1},
+		Actual:  []runtime.Replica{ctr("web", 0, "v1", runtime.StateRunning, t0)},
+		Handoff: map[slotKey]bool{{"web", 0}: false},
+	}
+	out := reconcile(in)
+	if len(out.Actions) != 0 || !out.Wake.Equal(t0.Add(handoffTimeout)) {
+		t.Fatalf("actions %q wake %v", summary(out.Actions), out.Wake)
+	}
+	in.Slots, in.Now = out.Slots, t0.Add(handoffTimeout)
+	if got := summary(reconcile(in).Actions); !slices.Equal(got, []string{"stop web-0-v1"}) {
+		t.Fatalf("after the handoff timeout: %q", got)
+	}
+}
+
+func TestSlotStateFailed(t *testing.T) {
+	var s slotState
+	for _, want := range []time.Duration{1, 2, 4, 8} {
+		s = s.failed(t0)
+		if got := s.NotBefore.Sub(t0); got != want*time.Second {
+			t.Fatalf("failed start waits %v, want %v", got, want*time.Second)
+		}
+	}
+}
+
+func TestTemplateVersion(t *testing.T) {
+	base := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3, Env: map[string]string{"A": "1", "B": "2"},
+		Ports: []spec.Port{{Published: 8080, Target: 80}}}
+	v := templateVersion(base)
+	same := []func(*spec.Spec){
+		func(s *spec.Spec) { s.Replicas = 7 },
+		func(s *spec.Spec) { s.Ports[0].Published = 9090 },
+		func(s *spec.Spec) { s.Health = &spec.Health{HTTP: "/"} },
+		func(s *spec.Spec) { s.Constraints = map[string]string{"zone": "a"} },
+		func(s *spec.Spec) { s.Env = map[string]string{"B": "2", "A": "1"} },
+	}
+	changed := []func(*spec.Spec){
+		func(s *spec.Spec) { s.Image = "demo:2" },
+		func(s *spec.Spec) { s.Env["A"] = "x" },
+		func(s *spec.Spec) { s.Command = []string{"x"} },
+		func(s *spec.Spec) { s.Ports[0].Target = 81 },
+		func(s *spec.Spec) { s.Network = "host" },
+		func(s *spec.Spec) { s.Resources.CPUs = 1 },
+		func(s *spec.Spec) { s.Resources.Memory = 1 << 20 },
+	}
+	clone := func() spec.Spec {
+		s := base
+		s.Env = maps.Clone(base.Env)
+		s.Ports = slices.Clone(base.Ports)
+		return s
+	}
+	for i, f := range same {
+		s := clone()
+		f(&s)
+		if templateVersion(s) != v {
+			t.Errorf("same[%d] changed the version", i)
+		}
+	}
+	for i, f := range changed {
+		s := clone()
+		f(&s)
+		if templateVersion(s) == v {
+			t.Errorf("changed[%d] kept the version", i)
+		}
+	}
+	rs := replicaSpec(base, 2, "node-1")
+	if rs.ID != "web-2-"+v || rs.Version != v || rs.Env["SHOAL_SLOT"] != "2" || rs.Env["SHOAL_NODE"] != "node-1" ||
+		rs.Env["SHOAL_SERVICE"] != "web" || rs.Env["A"] != "1" || !slices.Equal(rs.Ports, []int{80}) || rs.Network != "bridge" {
+		t.Fatalf("replicaSpec = %+v", rs)
+	}
+}
+
+// world is a generated reconcile scenario.
+type world struct {
+	desired  []runtime.ReplicaSpec
+	replicas map[string]int
+	actual   []runtime.Replica
+	handoff  map[slotKey]bool
+}
+
+var services = []string{"a", "b", "c"}
+var versions = []string{"v1", "v2", "v3"}
+
+// genWorld draws services, the slots this node owns, and containers.
+// With unknown, containers may be in state unknown.
+func genWorld(t *rapid.T, withUnknown bool) world {
+	w := world{replicas: map[string]int{}, handoff: map[slotKey]bool{}}
+	for _, s := range services {
+		if !rapid.Bool().Draw(t, "live-"+s) {
+			continue
+		}
+		n := rapid.IntRange(0, 4).Draw(t, "replicas-"+s)
+		w.replicas[s] = n
+		v := rapid.SampledFrom(versions).Draw(t, "version-"+s)
+		for i := range n {
+			switch rapid.IntRange(0, 3).Draw(t, fmt.Sprintf("owner-%s%d", s, i)) {
+			case 0, 1:
+				w.desired = append(w.desired, dspec(s, i, v))
+			case 2:
+				w.handoff[slotKey{s, i}] = rapid.Bool().Draw(t, fmt.Sprintf("handed-%s%d", s, i))
+			}
+		}
+	}
+	states := []runtime.State{runtime.StateRunning, runtime.StateRunning, runtime.StateExited, runtime.StateCreated}
+	if withUnknown {
+		states = append(states, runtime.StateUnknown)
+	}
+	seen := map[string]bool{}
+	for i := range rapid.IntRange(0, 12).Draw(t, "containers") {
+		c := ctr(rapid.SampledFrom(services).Draw(t, fmt.Sprintf("c%d-svc", i)),
+			rapid.IntRange(0, 5).Draw(t, fmt.Sprintf("c%d-slot", i)),
+			rapid.SampledFrom(versions).Draw(t, fmt.Sprintf("c%d-ver", i)),
+			rapid.SampledFrom(states).Draw(t, fmt.Sprintf("c%d-state", i)),
+			t0.Add(-time.Duration(rapid.IntRange(0, 20).Draw(t, fmt.Sprintf("c%d-age", i)))*time.Minute))
+		if rapid.IntRange(0, 9).Draw(t, fmt.Sprintf("c%d-unlabeled", i)) == 0 {
+			c.Service, c.ID = "", fmt.Sprintf("stray-%d", i)
+		}
+		if !seen[c.ID] {
+			seen[c.ID] = true
+			w.actual = append(w.actual, c)
+		}
+	}
+	return w
+}
+
+// curOf returns the current-template container of desired d in cs.
+func curOf(cs []runtime.Replica, d runtime.ReplicaSpec) (runtime.Replica, bool) {
+	for _, c := range cs {
+		if c.ID == d.ID {
+			return c, true
+		}
+	}
+	return runtime.Replica{}, false
+}
+
+// One pass never breaks the safety rules, whatever the state.
+func TestReconcileSafetyProperties(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := genWorld(t, true)
+		healthy := map[string]bool{}
+		for _, c := range w.actual {
+			healthy[c.ID] = c.State == runtime.StateRunning && rapid.Bool().Draw(t, "healthy-"+c.ID)
+		}
+		busy := map[slotKey]bool{}
+		for _, d := range w.desired {
+			if rapid.IntRange(0, 4).Draw(t, "busy-"+d.ID) == 0 {
+				busy[slotKey{d.Service, d.Slot}] = true
+			}
+		}
+		in := reconcileInput{Now: t0, Desired: w.desired, Replicas: w.replicas, Actual: w.actual,
+			Healthy: healthy, Handoff: w.handoff, Busy: busy}
+		out := reconcile(in)
+		if again := reconcile(in); !reflect.DeepEqual(out, again) {
+			t.Fatalf("not deterministic")
+		}
+
+		desired := map[slotKey]runtime.ReplicaSpec{}
+		for _, d := range w.desired {
+			desired[slotKey{d.Service, d.Slot}] = d
+		}
+		byID := map[string]runtime.Replica{}
+		for _, c := range w.actual {
+			byID[c.ID] = c
+		}
+		replacingBefore := map[string]int{}
+		for k, d := range desired {
+			_, ok := curOf(w.actual, d)
+			oldRunning := slices.ContainsFunc(w.actual, func(c runtime.Replica) bool {
+				return keyOf(c) == k && c.Version != d.Version && c.State == runtime.StateRunning
+			})
+			if oldRunning && (ok || busy[k]) {
+				replacingBefore[k.Service]++
+			}
+		}
+		starts := map[slotKey]int{}
+		replacementStarts := map[string]int{}
+		for _, a := range out.Actions {
+			if busy[a.Slot] {
+				t.Fatalf("action on busy slot: %+v", a)
+			}
+			switch a.Kind {
+			case actStart, actRestart:
+				starts[a.Slot]++
+				d, ok := desired[a.Slot]
+				if !ok || !reflect.DeepEqual(a.Spec, d) {
+					t.Fatalf("start of an undesired spec: %+v", a)
+				}
+				if _, exists := byID[a.Spec.ID]; exists && a.Kind == actStart {
+					t.Fatalf("start of an existing container %s", a.Spec.ID)
+				}
+				if a.Kind == actRestart && (byID[a.ID].State == runtime.StateRunning || byID[a.ID].State == runtime.StateUnknown) {
+					t.Fatalf("restart of a %s container", byID[a.ID].State)
+				}
+				if a.Kind == actStart && slices.ContainsFunc(w.actual, func(c runtime.Replica) bool {
+					return keyOf(c) == a.Slot && c.State == runtime.StateRunning
+				}) {
+					replacementStarts[a.Slot.Service]++
+					if replacingBefore[a.Slot.Service] > 0 {
+						t.Fatalf("replacement of %s started while another slot is mid-replacement", a.Slot)
+					}
+				}
+			case actStop:
+				c := byID[a.ID]
+				if c.State != runtime.StateRunning {
+					continue // removing a dead container is always fine
+				}
+				if d, ok := desired[a.Slot]; ok {
+					if c.ID == d.ID {
+						t.Fatalf("stopped the current running container of an owned slot: %s", c.ID)
+					}
+					cur, ok := curOf(w.actual, d)
+					if !ok || !healthy[cur.ID] {
+						t.Fatalf("stopped %s before its replacement was healthy", c.ID)
+					}
+				} else if n, live := w.replicas[a.Slot.Service]; a.Slot != unlabeled && live && a.Slot.Slot < n {
+					if handed, moved := w.handoff[a.Slot]; moved && !handed {
+						t.Fatalf("stopped %s before the new owner was healthy", c.ID)
+					}
+				}
+			}
+		}
+		for k, n := range starts {
+			if n > 1 {
+				t.Fatalf("%d starts for %s", n, k)
+			}
+		}
+		for s, n := range replacementStarts {
+			if n > 1 {
+				t.Fatalf("%d replacements of %s started at once", n, s)
+			}
+		}
+	})
+}
+
+// apply performs actions on a model runtime.
+func apply(actual []runtime.Replica, acts []action, now time.Time) []runtime.Replica {
+	m := map[string]runtime.Replica{}
+	for _, c := range actual {
+		m[c.ID] = c
+	}
+	for _, a := range acts {
+		switch a.Kind {
+		case actStop:
+			delete(m, a.ID)
+		case actRestart:
+			delete(m, a.ID)
+			fallthrough
+		case actStart:
+			s := a.Spec
+			m[s.ID] = runtime.Replica{ID: s.ID, Service: s.Service, Slot: s.Slot, Version: s.Version, State: runtime.StateRunning, StartedAt: now}
+		}
+	}
+	out := slices.Collect(maps.Values(m))
+	slices.SortFunc(out, func(a, b runtime.Replica) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Repeated passes over a model runtime converge to exactly the desired
+// containers, then do nothing; and once a slot's new container is
+// healthy, no other container of the slot runs after the pass.
+func TestReconcileConverges(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := genWorld(t, false)
+		// Every moved slot's new owner eventually reports healthy.
+		for k := range w.handoff {
+			w.handoff[k] = true
+		}
+		now := t0
+		actual := w.actual
+		slots := map[slotKey]slotState{}
+		converged := false
+		for pass := 0; pass < 40; pass++ {
+			healthy := healthyAll(actual...)
+			out := reconcile(reconcileInput{Now: now, Desired: w.desired, Replicas: w.replicas, Actual: actual,
+				Healthy: healthy, Handoff: w.handoff, Slots: slots})
+			if len(out.Actions) == 0 && out.Wake.IsZero() {
+				converged = true
+				break
+			}
+			slots = out.Slots
+			actual = apply(actual, out.Actions, now)
+			for _, d := range w.desired {
+				cur, ok := curOf(actual, d)
+				if !ok || !healthy[cur.ID] {
+					continue
+				}
+				for _, c := range actual {
+					if keyOf(c) == (slotKey{d.Service, d.Slot}) && c.ID != d.ID && c.State == runtime.StateRunning {
+						t.Fatalf("pass %d: %s still runs next to the healthy %s", pass, c.ID, d.ID)
+					}
+				}
+			}
+			now = now.Add(6 * time.Minute) // past every backoff and handoff wait
+		}
+		if !converged {
+			t.Fatalf("no fixed point after 40 passes; actual %v", actual)
+		}
+		var got, want []string
+		for _, c := range actual {
+			if c.State != runtime.StateRunning {
+				t.Fatalf("converged with %s %s", c.ID, c.State)
+			}
+			got = append(got, c.ID)
+		}
+		for _, d := range w.desired {
+			want = append(want, d.ID)
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("converged to %v, want %v", got, want)
+		}
+	})
+}
+
+// A converged node is left alone: adoption after an agent restart.
+func TestReconcileConvergedIsNoop(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := genWorld(t, false)
+		var actual []runtime.Replica
+		for _, d := range w.desired {
+			actual = append(actual, ctr(d.Service, d.Slot, d.Version, runtime.StateRunning,
+				t0.Add(-time.Duration(rapid.IntRange(0, 100).Draw(t, "age-"+d.ID))*time.Minute)))
+		}
+		out := reconcile(reconcileInput{Now: t0, Desired: w.desired, Replicas: w.replicas, Actual: actual,
+			Healthy: healthyAll(actual...), Handoff: w.handoff})
+		if len(out.Actions) != 0 || !out.Wake.IsZero() {
+			t.Fatalf("actions on a converged node: %q (wake %v)", summary(out.Actions), out.Wake)
+		}
+	})
+}

@@ -1,0 +1,20 @@
+package node
+
+import "context"
+
+// Test-only access to the replica loop, for the external tests.
+
+// ReconcilePasses counts the reconcile passes the agent has run.
+func (a *Agent) ReconcilePasses() int64 { return a.replicas.passes.Load() }
+
+// StatusProto is the replica-status protocol ID.
+const StatusProto = statusProto
+
+// CallStatus sends raw bytes to another agent's status handler.
+func (a *Agent) CallStatus(ctx context.Context, to *Agent, req []byte) ([]byte, error) {
+	id, addr, err := peerOf(to.cluster.LocalMember())
+	if err != nil {
+		return nil, err
+	}
+	return a.host.Call(ctx, id, addr, statusProto, req)
+}

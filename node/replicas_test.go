@@ -1,0 +1,443 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/client"
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
+	"github.com/shoalmesh/shoal/testenv"
+)
+
+// fakes returns the fake runtime of every node.
+func fakes(c *testenv.Cluster) []*runtime.Fake {
+	out := make([]*runtime.Fake, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Runtime().(*runtime.Fake)
+	}
+	return out
+}
+
+// running lists node n's running containers of service.
+func running(t *testing.T, f *runtime.Fake, service string) []runtime.Replica {
+	t.Helper()
+	list, err := f.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []runtime.Replica
+	for _, r := range list {
+		if r.Service == service && r.State == runtime.StateRunning {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// checkOwners checks that the running nodes run exactly the slots of
+// service that placement gives them, one container each.
+func checkOwners(t *testing.T, c *testenv.Cluster, service string, replicas int) error {
+	total := 0
+	for _, n := range c.Running() {
+		a := n.Agent()
+		if a == nil {
+			return fmt.Errorf("%s is down", n.Name)
+		}
+		got := running(t, n.Runtime().(*runtime.Fake), service)
+		total += len(got)
+		for _, r := range got {
+			if owner, ok := a.Placement().Owner(service, r.Slot); !ok || owner != n.Name {
+				return fmt.Errorf("%s runs %s/%d, owned by %q", n.Name, service, r.Slot, owner)
+			}
+		}
+	}
+	if total != replicas {
+		return fmt.Errorf("%d containers of %s run, want %d", total, service, replicas)
+	}
+	return nil
+}
+
+// checkView checks that every running node's GET /v1/replicas shows
+// exactly replicas healthy replicas of service, on running nodes only.
+func checkView(c *testenv.Cluster, service string, replicas int) error {
+	live := map[string]bool{}
+	for _, n := range c.Running() {
+		live[n.Name] = true
+	}
+	for _, n := range c.Running() {
+		reps, err := n.Client.Replicas(context.Background(), "")
+		if err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
+		}
+		healthy := 0
+		for _, r := range reps {
+			if !live[r.Node] {
+				return fmt.Errorf("%s still shows %s/%d on %s", n.Name, r.Service, r.Slot, r.Node)
+			}
+			if r.Service == service && r.Healthy && r.State == "running" {
+				healthy++
+				if r.Endpoint == "" || r.Container == "" {
+					return fmt.Errorf("%s: replica %+v lacks endpoint or container", n.Name, r)
+				}
+			}
+		}
+		if healthy != replicas || len(reps) != replicas {
+			return fmt.Errorf("%s shows %d healthy of %d replicas, want %d", n.Name, healthy, len(reps), replicas)
+		}
+	}
+	return nil
+}
+
+// One service on five nodes: the owners run it, the view agrees
+// everywhere, logs come over the peer plane, a dead owner's slots move to
+// the survivors, scaling and deletion follow.
+func TestReplicasFollowPlacement(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 5})
+	ctx := ctxT(t)
+	put := func(n int) {
+		t.Helper()
+		s := spec.Spec{Name: "web", Image: "demo:1", Replicas: n, Ports: []spec.Port{{Published: 8080, Target: 80}}}
+		if _, err := c.Running()[0].Client.PutService(ctx, s, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(3)
+	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 3) })
+
+	// Logs of every replica, from a node that runs none of them if any.
+	reader := c.Nodes[0]
+	for _, n := range c.Nodes {
+		if len(running(t, n.Runtime().(*runtime.Fake), "web")) == 0 {
+			reader = n
+			break
+		}
+	}
+	var buf bytes.Buffer
+	if err := reader.Client.Logs(ctx, "web", client.LogsOptions{Tail: 10}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		for _, r := range running(t, n.Runtime().(*runtime.Fake), "web") {
+			want := fmt.Sprintf("[web/%d@%s] started web/%d\n", r.Slot, n.Name, r.Slot)
+			if !strings.Contains(buf.String(), want) {
+				t.Errorf("logs from %s lack %q:\n%s", reader.Name, want, buf.String())
+			}
+		}
+	}
+	if err := reader.Client.Logs(ctx, "nope", client.LogsOptions{}, &buf); !client.IsNotFound(err) {
+		t.Errorf("logs of a missing service: %v", err)
+	}
+
+	// Kill a node that owns a slot: the survivors take it over.
+	var victim *testenv.Node
+	for _, n := range c.Nodes[1:] {
+		if len(running(t, n.Runtime().(*runtime.Fake), "web")) > 0 {
+			victim = n
+			break
+		}
+	}
+	if victim == nil {
+		t.Fatal("nodes 2 to 5 run no replica")
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(20*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	c.Eventually(20*time.Second, func() error { return checkView(c, "web", 3) })
+
+	put(5)
+	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 5) })
+	put(2)
+	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 2) })
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 2) })
+
+	if _, err := c.Nodes[0].Client.DeleteService(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 0) })
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 0) })
+}
+
+// A followed log stream from another node delivers new lines as they are
+// written, and ends when the client goes away.
+func TestReplicaLogsFollow(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 2})
+	ctx := ctxT(t)
+	if _, err := c.Nodes[0].Client.PutService(ctx, spec.Spec{Name: "web", Image: "demo:1", Replicas: 1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	var owner, reader *testenv.Node
+	c.Eventually(15*time.Second, func() error {
+		for i, n := range c.Nodes {
+			if len(running(t, n.Runtime().(*runtime.Fake), "web")) == 1 {
+				owner, reader = n, c.Nodes[1-i]
+				return nil
+			}
+		}
+		return fmt.Errorf("web not running")
+	})
+	c.Eventually(10*time.Second, func() error {
+		reps, err := reader.Client.Replicas(ctx, "web")
+		if err != nil || len(reps) != 1 || reps[0].Node != owner.Name {
+			return fmt.Errorf("reader's view: %+v, %v", reps, err)
+		}
+		return nil
+	})
+	id := running(t, owner.Runtime().(*runtime.Fake), "web")[0].ID
+
+	// Malformed status messages are refused and counted; so is a status
+	// pushed on another node's behalf.
+	before := owner.Agent().DroppedPeerMessages()
+	forged := fmt.Sprintf(`{"op":"push","from":"x","doc":{"node":%q,"version":1,"replicas":[]}}`, owner.Name)
+	for _, msg := range []string{`{"op":"push"}`, `not json`, forged} {
+		if _, err := reader.Agent().CallStatus(ctx, owner.Agent(), []byte(msg)); err == nil {
+			t.Errorf("status message %s accepted", msg)
+		}
+	}
+	if got := owner.Agent().DroppedPeerMessages() - before; got != 3 {
+		t.Errorf("dropped %v status messages, want 3", got)
+	}
+
+	w := &lineWriter{lines: make(chan string, 100)}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- reader.Client.Logs(fctx, "web", client.LogsOptions{Tail: 1, Follow: true}, w) }()
+	want := fmt.Sprintf("[web/0@%s] ", owner.Name)
+	expect := func(line string) {
+		t.Helper()
+		select {
+		case got := <-w.lines:
+			if got != want+line {
+				t.Fatalf("line %q, want %q", got, want+line)
+			}
+		case err := <-done:
+			t.Fatalf("stream ended: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no line %q after 10s", line)
+		}
+	}
+	expect("started web/0")
+	for i := range 3 {
+		line := fmt.Sprintf("hello %d", i)
+		owner.Runtime().(*runtime.Fake).AppendLog(id, line)
+		expect(line)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil || fctx.Err() == nil {
+			t.Fatalf("follow ended with %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not end after cancel")
+	}
+}
+
+// lineWriter splits what it is written into lines on a channel.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   []byte
+	lines chan string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.lines <- string(w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// A template change replaces replicas one at a time, each old one
+// stopping only after its replacement is healthy.
+func TestReplicaRollingUpdate(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 1})
+	ctx := ctxT(t)
+	f := c.Nodes[0].Runtime().(*runtime.Fake)
+	var v2Healthy atomic.Bool
+	var v2Probes atomic.Int32
+	f.SetExecResult(func(id string, cmd []string) int {
+		if r, ok := f.Container(id); ok && r.Image == "demo:2" {
+			v2Probes.Add(1)
+			if !v2Healthy.Load() {
+				return 1
+			}
+		}
+		return 0
+	})
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3,
+		Health: &spec.Health{Exec: []string{"check"}, Interval: spec.Duration(time.Second)}}
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	images := func() (v1, v2 int) {
+		for _, r := range running(t, f, "web") {
+			if r.Image == "demo:1" {
+				v1++
+			} else {
+				v2++
+			}
+		}
+		return v1, v2
+	}
+	c.Eventually(15*time.Second, func() error {
+		reps, err := c.Nodes[0].Client.Replicas(ctx, "web")
+		if err != nil {
+			return err
+		}
+		healthy := 0
+		for _, r := range reps {
+			if r.Healthy {
+				healthy++
+			}
+		}
+		if healthy != 3 {
+			return fmt.Errorf("%d healthy: %+v", healthy, reps)
+		}
+		return nil
+	})
+	before := len(f.Ops())
+
+	s.Image = "demo:2"
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	// The first new replica starts and fails its probes: nothing else moves.
+	c.Eventually(15*time.Second, func() error {
+		if n := v2Probes.Load(); n < 3 {
+			return fmt.Errorf("%d probes of the new replica", n)
+		}
+		return nil
+	})
+	if v1, v2 := images(); v1 != 3 || v2 != 1 {
+		t.Fatalf("while the new replica is unhealthy: %d old and %d new run, want 3 and 1", v1, v2)
+	}
+	reps, err := c.Nodes[0].Client.Replicas(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(reps, func(r api.Replica) bool { return r.Image == "demo:2" && r.State == "starting" && !r.Healthy }) {
+		t.Fatalf("no starting new replica in %+v", reps)
+	}
+
+	v2Healthy.Store(true)
+	c.Eventually(20*time.Second, func() error {
+		if v1, v2 := images(); v1 != 0 || v2 != 3 {
+			return fmt.Errorf("%d old and %d new run", v1, v2)
+		}
+		return nil
+	})
+
+	// Replay the operations: at no point are two slots mid-replacement,
+	// and every old replica stops after its slot's new one started.
+	live := map[string]bool{}
+	newStarted := map[string]bool{} // slot prefix -> new started, old not yet stopped
+	for _, op := range f.Ops()[before:] {
+		slot := op.ID[:strings.LastIndexByte(op.ID, '-')]
+		switch op.Op {
+		case "start":
+			live[op.ID] = true
+			newStarted[slot] = true
+			if len(newStarted) > 1 {
+				t.Fatalf("two slots mid-replacement at %s: %v", op.ID, newStarted)
+			}
+		case "stop":
+			if !newStarted[slot] {
+				t.Fatalf("%s stopped before its replacement started", op.ID)
+			}
+			delete(newStarted, slot)
+			delete(live, op.ID)
+		}
+	}
+	if len(live) != 3 || len(newStarted) != 0 {
+		t.Fatalf("after the update: new %v, pending %v", live, newStarted)
+	}
+}
+
+// A crashed replica comes back after a doubling backoff, its restarts are
+// counted, and an agent restart adopts the running replica.
+func TestReplicaCrashRestartAndAdoption(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 1})
+	ctx := ctxT(t)
+	n := c.Nodes[0]
+	f := n.Runtime().(*runtime.Fake)
+	if _, err := n.Client.PutService(ctx, spec.Spec{Name: "web", Image: "demo:1", Replicas: 1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	c.Eventually(15*time.Second, func() error {
+		rs := running(t, f, "web")
+		if len(rs) != 1 {
+			return fmt.Errorf("%d running", len(rs))
+		}
+		id = rs[0].ID
+		return nil
+	})
+	waitRestarts := func(want int) api.Replica {
+		t.Helper()
+		var rep api.Replica
+		c.Eventually(15*time.Second, func() error {
+			reps, err := n.Client.Replicas(ctx, "web")
+			if err != nil || len(reps) != 1 {
+				return fmt.Errorf("replicas %+v, %v", reps, err)
+			}
+			rep = reps[0]
+			if rep.State != "running" || rep.Restarts != want {
+				return fmt.Errorf("replica %+v, want running with %d restarts", rep, want)
+			}
+			return nil
+		})
+		return rep
+	}
+	for i, wantBackoff := range []time.Duration{time.Second, 2 * time.Second} {
+		crashed := time.Now()
+		f.Crash(id, 137)
+		waitRestarts(i + 1)
+		ops := f.Ops()
+		last := ops[len(ops)-1]
+		if last.Op != "start" || last.ID != id {
+			t.Fatalf("last op %+v, want a start of %s", last, id)
+		}
+		if d := last.At.Sub(crashed); d < wantBackoff {
+			t.Fatalf("crash %d restarted after %v, want at least %v", i+1, d, wantBackoff)
+		}
+	}
+
+	// Adoption: restart the agent; the replica keeps running untouched.
+	starts, ops := f.Starts(), len(f.Ops())
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(15*time.Second, func() error {
+		if p := n.Agent().ReconcilePasses(); p < 3 {
+			return fmt.Errorf("%d passes", p)
+		}
+		reps, err := n.Client.Replicas(ctx, "web")
+		if err != nil || len(reps) != 1 || reps[0].Container != id || !reps[0].Healthy {
+			return fmt.Errorf("replicas %+v, %v", reps, err)
+		}
+		return nil
+	})
+	if f.Starts() != starts || len(f.Ops()) != ops {
+		t.Fatalf("agent restart touched containers: ops %+v", f.Ops()[ops:])
+	}
+}

@@ -1,0 +1,486 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/shoalmesh/shoal/gossip"
+	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/spec"
+)
+
+// Replica status spreads like desired state, but each document has one
+// writer: every node publishes the status of the replicas it runs as a
+// document (node name, version, replicas) and is its only author.
+//
+//  1. When its replicas change, a node pushes its document to every live
+//     member over the peer plane (statusProto, op "push").
+//  2. Every statusPullInterval each node pulls from a random live member
+//     the documents newer than its own copies (op "pull", with the
+//     versions it holds), so a missed push is repaired within seconds and
+//     a node that joins learns every document at once.
+//
+// Versions are the publisher's wall clock in nanoseconds, forced to grow
+// (max(last+1, now)), so a restarted node's documents supersede those of
+// its earlier run. A copy is replaced only by a higher version.
+//
+// The view (ReplicaStatus) holds the latest document per node and shows
+// those of members alive or suspect only: a failed or departed node's
+// replicas vanish on the membership event itself, and their documents are
+// dropped when placement is recomputed for it.
+
+// statusProto is the peer-plane protocol for replica status.
+const statusProto = protocol.ID("/shoal/status/1")
+
+// statusPullInterval is the period of status anti-entropy.
+const statusPullInterval = 2 * time.Second
+
+// Limits on status messages from peers.
+const (
+	maxStatusReplicas = 20000 // replicas in one document
+	maxStatusDocs     = 5000  // documents in one answer, versions in a pull
+	maxStatusField    = 4096  // bytes in one string field
+)
+
+// statusDoc is one node's replica status.
+type statusDoc struct {
+	Node    string `json:"node"`
+	Version uint64 `json:"version"`
+	// Replicas are the node's replicas (Node set to the document's node).
+	Replicas []api.Replica `json:"replicas"`
+}
+
+// statusRequest is every request of statusProto. Unknown fields are
+// ignored, so later versions of the protocol may add some.
+type statusRequest struct {
+	// Op is "push" (merge Doc, the sender's own document) or "pull"
+	// (answer with the documents newer than Have).
+	Op   string            `json:"op"`
+	From string            `json:"from"`
+	Doc  *statusDoc        `json:"doc,omitempty"`
+	Have map[string]uint64 `json:"have,omitempty"`
+}
+
+// statusResponse answers a statusRequest.
+type statusResponse struct {
+	Docs []statusDoc `json:"docs,omitempty"`
+}
+
+// replicaStates are the states a status may carry.
+var replicaStates = []string{"pending", "starting", "running", "unhealthy", "failed", "unknown"}
+
+// checkStatusDoc validates a document from a peer.
+func checkStatusDoc(d statusDoc) error {
+	if err := spec.ValidName(d.Node); err != nil {
+		return fmt.Errorf("%w: status node %q: %v", errBadMessage, d.Node, err)
+	}
+	if d.Version == 0 {
+		return fmt.Errorf("%w: status of %s without a version", errBadMessage, d.Node)
+	}
+	if len(d.Replicas) > maxStatusReplicas {
+		return fmt.Errorf("%w: status of %s has %d replicas", errBadMessage, d.Node, len(d.Replicas))
+	}
+	for i, r := range d.Replicas {
+		bad := func(format string, args ...any) error {
+			return fmt.Errorf("%w: status of %s, replica %d: %s", errBadMessage, d.Node, i, fmt.Sprintf(format, args...))
+		}
+		switch {
+		case spec.ValidName(r.Service) != nil:
+			return bad("bad service %q", r.Service)
+		case r.Slot < 0 || r.Slot >= spec.MaxReplicas:
+			return bad("bad slot %d", r.Slot)
+		case r.Node != d.Node:
+			return bad("node %q in a document of %q", r.Node, d.Node)
+		case !slices.Contains(replicaStates, r.State):
+			return bad("bad state %q", r.State)
+		case r.Restarts < 0:
+			return bad("negative restarts")
+		case len(r.Container) > 256 || len(r.Version) > 64 || len(r.Image) > maxStatusField || len(r.LastError) > maxStatusField:
+			return bad("field too long")
+		}
+		if r.Endpoint != "" {
+			if _, err := netip.ParseAddrPort(r.Endpoint); err != nil {
+				return bad("bad endpoint %q", r.Endpoint)
+			}
+		}
+	}
+	return nil
+}
+
+// decodeStatusRequest parses and checks a peer's request.
+func decodeStatusRequest(b []byte) (statusRequest, error) {
+	var r statusRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%w: %v", errBadMessage, err)
+	}
+	switch r.Op {
+	case "push":
+		if r.Doc == nil {
+			return r, fmt.Errorf("%w: push without a document", errBadMessage)
+		}
+		if err := checkStatusDoc(*r.Doc); err != nil {
+			return r, err
+		}
+	case "pull":
+		if len(r.Have) > maxStatusDocs {
+			return r, fmt.Errorf("%w: pull with %d versions", errBadMessage, len(r.Have))
+		}
+	default:
+		return r, fmt.Errorf("%w: unknown status op %q", errBadMessage, r.Op)
+	}
+	return r, nil
+}
+
+// decodeStatusResponse parses a peer's answer and drops the documents that
+// do not check out; bad counts them.
+func decodeStatusResponse(b []byte) (docs []statusDoc, bad int, err error) {
+	var r statusResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", errBadMessage, err)
+	}
+	if len(r.Docs) > maxStatusDocs {
+		return nil, 0, fmt.Errorf("%w: %d status documents", errBadMessage, len(r.Docs))
+	}
+	for _, d := range r.Docs {
+		if checkStatusDoc(d) != nil {
+			bad++
+			continue
+		}
+		docs = append(docs, d)
+	}
+	return docs, bad, nil
+}
+
+// statusView holds the latest status document of every node.
+//
+// # Concurrency
+//
+// Safe for concurrent use.
+type statusView struct {
+	self string
+	push chan struct{} // buffered 1: the local document changed
+
+	mu      sync.Mutex // guards all following fields
+	docs    map[string]statusDoc
+	changed chan struct{} // closed at the next change, then replaced
+}
+
+func newStatusView(self string) *statusView {
+	return &statusView{
+		self:    self,
+		push:    make(chan struct{}, 1),
+		docs:    make(map[string]statusDoc),
+		changed: make(chan struct{}),
+	}
+}
+
+// notifyLocked wakes everyone waiting for a change.
+func (v *statusView) notifyLocked() {
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+// setLocal replaces this node's replicas, with a new version if they
+// differ, and asks for a push. It reports whether they differed.
+func (v *statusView) setLocal(replicas []api.Replica, now time.Time) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cur, ok := v.docs[v.self]
+	if ok && reflect.DeepEqual(cur.Replicas, replicas) {
+		return false
+	}
+	ver := max(cur.Version+1, uint64(max(now.UnixNano(), 1)))
+	v.docs[v.self] = statusDoc{Node: v.self, Version: ver, Replicas: replicas}
+	v.notifyLocked()
+	select {
+	case v.push <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// local returns this node's document (false before the first setLocal).
+func (v *statusView) local() (statusDoc, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	d, ok := v.docs[v.self]
+	return d, ok
+}
+
+// merge keeps each document that is newer than the copy held. Documents
+// about this node are ignored: it is their only author.
+func (v *statusView) merge(docs ...statusDoc) (changed int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, d := range docs {
+		if d.Node == v.self {
+			continue
+		}
+		if cur, ok := v.docs[d.Node]; ok && cur.Version >= d.Version {
+			continue
+		}
+		v.docs[d.Node] = d
+		changed++
+	}
+	if changed > 0 {
+		v.notifyLocked()
+	}
+	return changed
+}
+
+// versions returns the version held per node.
+func (v *statusView) versions() map[string]uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := make(map[string]uint64, len(v.docs))
+	for n, d := range v.docs {
+		out[n] = d.Version
+	}
+	return out
+}
+
+// newer returns the documents of nodes keep accepts that are newer than
+// have's versions.
+func (v *statusView) newer(have map[string]uint64, keep func(string) bool) []statusDoc {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []statusDoc
+	for n, d := range v.docs {
+		if d.Version > have[n] && keep(n) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b statusDoc) int { return cmp.Compare(a.Node, b.Node) })
+	return out
+}
+
+// prune drops the documents of nodes drop says to, and reports how many.
+func (v *statusView) prune(drop func(string) bool) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	n := 0
+	for node := range v.docs {
+		if node != v.self && drop(node) {
+			delete(v.docs, node)
+			n++
+		}
+	}
+	if n > 0 {
+		v.notifyLocked()
+	}
+	return n
+}
+
+// replicas returns the replicas of the nodes keep accepts, sorted by
+// service, slot, node and container.
+func (v *statusView) replicas(keep func(string) bool) []api.Replica {
+	v.mu.Lock()
+	out := []api.Replica{}
+	for n, d := range v.docs {
+		if keep(n) {
+			out = append(out, d.Replicas...)
+		}
+	}
+	v.mu.Unlock()
+	slices.SortFunc(out, func(a, b api.Replica) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Slot, b.Slot),
+			cmp.Compare(a.Node, b.Node), cmp.Compare(a.Container, b.Container))
+	})
+	return out
+}
+
+// watch returns a channel closed at the next change.
+func (v *statusView) watch() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changed
+}
+
+// statusMember reports whether node's status belongs in the view: this
+// node, or a member that is alive or suspect.
+func (a *Agent) statusMember(node string) bool {
+	if node == a.cfg.Name {
+		return true
+	}
+	for _, m := range a.members.Load().list {
+		if m.Name == node {
+			return m.Alive()
+		}
+	}
+	return false
+}
+
+// ReplicaStatus is the cluster-wide replica view as this node holds it:
+// the replicas every live member reports, sorted by service, slot, node
+// and container. Safe for concurrent use.
+func (a *Agent) ReplicaStatus() []api.Replica {
+	return a.replicas.status.replicas(a.statusMember)
+}
+
+// ReplicaChanges returns a channel closed at the next change of the
+// replica view (a document arrives, or a member's replicas are dropped).
+// Callers wait on it, then read ReplicaStatus and call it again.
+func (a *Agent) ReplicaChanges() <-chan struct{} { return a.replicas.status.watch() }
+
+// pruneStatus drops the documents of members that failed or left, and
+// wakes the view's watchers when membership changed (the view filters by
+// it). It runs after every placement recompute.
+func (a *Agent) pruneStatus() {
+	byName := make(map[string]gossip.Member)
+	for _, m := range a.members.Load().list {
+		byName[m.Name] = m
+	}
+	v := a.replicas.status
+	v.prune(func(node string) bool {
+		m, ok := byName[node]
+		return ok && !m.Alive()
+	})
+	// Membership may have changed what the view shows.
+	v.mu.Lock()
+	v.notifyLocked()
+	v.mu.Unlock()
+}
+
+// registerStatusHandler serves statusProto.
+func (a *Agent) registerStatusHandler() {
+	a.host.Handle(statusProto, func(ctx context.Context, from peer.ID, req []byte) ([]byte, error) {
+		r, err := decodeStatusRequest(req)
+		if err != nil {
+			a.metrics.droppedPeer.Inc()
+			a.log.Warn("dropped bad status message", "from", from, "err", err)
+			return nil, err
+		}
+		switch r.Op {
+		case "push":
+			m, ok := a.members.Load().byPeer[from]
+			if !ok || m.Name != r.Doc.Node {
+				a.metrics.droppedPeer.Inc()
+				a.log.Warn("dropped status pushed for another node", "from", from, "node", r.Doc.Node)
+				return nil, fmt.Errorf("%w: status of %q pushed by another peer", errBadMessage, r.Doc.Node)
+			}
+			a.replicas.status.merge(*r.Doc)
+			return []byte("{}"), nil
+		default: // pull
+			return json.Marshal(statusResponse{Docs: a.replicas.status.newer(r.Have, a.statusMember)})
+		}
+	})
+}
+
+// callStatus sends one status request to m.
+func (a *Agent) callStatus(ctx context.Context, m gossip.Member, req statusRequest) ([]byte, error) {
+	id, addr, err := peerOf(m)
+	if err != nil {
+		return nil, err
+	}
+	req.From = a.cfg.Name
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("node: encode status request: %w", err)
+	}
+	return a.host.Call(ctx, id, addr, statusProto, b)
+}
+
+// statusPushLoop pushes this node's document to every live member each
+// time it changes. Pushes to all members run concurrently; a round ends
+// when all have answered or timed out, and changes during a round are
+// coalesced into the next one.
+func (a *Agent) statusPushLoop(ctx context.Context) {
+	v := a.replicas.status
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-v.push:
+		}
+		doc, ok := v.local()
+		if !ok {
+			continue
+		}
+		var wg sync.WaitGroup
+		for _, m := range a.livePeers() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if _, err := a.callStatus(cctx, m, statusRequest{Op: "push", Doc: &doc}); err != nil {
+					a.log.Debug("status push failed; anti-entropy will repair", "to", m.Name, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// statusPullLoop pulls newer documents from a random live member every
+// statusPullInterval (jittered by up to a quarter).
+func (a *Agent) statusPullLoop(ctx context.Context) {
+	for {
+		d := statusPullInterval + time.Duration(rand.Int64N(int64(statusPullInterval)/4+1))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		peers := a.livePeers()
+		if len(peers) == 0 {
+			continue
+		}
+		a.pullStatus(ctx, peers[rand.IntN(len(peers))])
+	}
+}
+
+// pullStatus fetches from m the documents newer than ours.
+func (a *Agent) pullStatus(ctx context.Context, m gossip.Member) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := a.callStatus(ctx, m, statusRequest{Op: "pull", Have: a.replicas.status.versions()})
+	if err != nil {
+		a.log.Debug("status pull failed", "from", m.Name, "err", err)
+		return
+	}
+	docs, bad, err := decodeStatusResponse(out)
+	if err != nil || bad > 0 {
+		a.metrics.droppedPeer.Add(float64(max(bad, 1)))
+		a.log.Warn("dropped bad status answer", "from", m.Name, "bad_docs", bad, "err", err)
+	}
+	a.replicas.status.merge(docs...)
+}
+
+// getReplicas serves GET /v1/replicas[?service=NAME]: the cluster-wide
+// replica view as this node holds it.
+func (a *Agent) getReplicas(w http.ResponseWriter, r *http.Request) {
+	svc := r.URL.Query().Get("service")
+	if svc != "" {
+		if err := spec.ValidName(svc); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("service name %q: %v", svc, err))
+			return
+		}
+	}
+	all := a.ReplicaStatus()
+	out := make([]api.Replica, 0, len(all))
+	for _, rep := range all {
+		if svc == "" || rep.Service == svc {
+			out = append(out, rep)
+		}
+	}
+	if svc != "" && len(out) == 0 {
+		if _, ok := a.store.Get(svc); !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("service %q not found", svc))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,437 @@
+package containerd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/cio"
+	"github.com/containerd/containerd/contrib/seccomp"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/identifiers"
+	"github.com/containerd/containerd/oci"
+	"github.com/containerd/platforms"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/shoalmesh/shoal/runtime"
+)
+
+// cfsPeriod is the CFS period CPU limits are expressed in (100 ms, as
+// docker does).
+const cfsPeriod = 100_000
+
+// cleanupTimeout bounds the cleanup after a failed Start, which runs
+// even when the caller's context has ended.
+const cleanupTimeout = 30 * time.Second
+
+// Start creates and starts the replica's container: it makes sure the
+// image is there (EnsureImage), builds a hardened spec, creates the task
+// with its output going to the log file, attaches it to the network
+// (bridge mode) and starts it. On any failure everything created so far
+// is removed again.
+func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Replica, error) {
+	if err := identifiers.Validate(rs.ID); err != nil {
+		return runtime.Replica{}, fmt.Errorf("containerd: start: %w", err)
+	}
+	mode := rs.Network
+	if mode == "" {
+		mode = NetworkBridge
+	}
+	if mode != NetworkBridge && mode != NetworkHost {
+		return runtime.Replica{}, fmt.Errorf("containerd: start %s: unknown network mode %q (want %q or %q)", rs.ID, rs.Network, NetworkBridge, NetworkHost)
+	}
+	ctx = d.nsCtx(ctx)
+	if _, err := d.EnsureImage(ctx, rs.Image); err != nil {
+		return runtime.Replica{}, err
+	}
+	img, err := d.localImage(ctx, rs.Image)
+	if err != nil {
+		return runtime.Replica{}, err
+	}
+	image := containerd.NewImageWithPlatform(d.client, img, platforms.Default())
+
+	labels := map[string]string{
+		runtime.LabelService: rs.Service,
+		runtime.LabelSlot:    strconv.Itoa(rs.Slot),
+		runtime.LabelVersion: rs.Version,
+		runtime.LabelNode:    d.cfg.Node,
+		LabelNetwork:         mode,
+	}
+	var hostPorts map[int]int
+	if mode == NetworkBridge {
+		hostPorts, err = d.allocPorts(ctx, rs.ID, rs.Ports)
+		if err != nil {
+			return runtime.Replica{}, err
+		}
+		defer d.releasePorts(rs.ID) // the label holds them from now on
+	} else if len(rs.Ports) > 0 {
+		hostPorts = make(map[int]int, len(rs.Ports))
+		for _, p := range rs.Ports {
+			hostPorts[p] = p
+		}
+	}
+	if len(hostPorts) > 0 {
+		labels[LabelHostPorts] = formatHostPorts(hostPorts)
+	}
+
+	container, err := d.client.NewContainer(ctx, rs.ID,
+		containerd.WithImage(image),
+		containerd.WithSnapshotter(snapshotter),
+		containerd.WithNewSnapshot(rs.ID, image),
+		containerd.WithRuntime(runcRuntime, nil),
+		containerd.WithNewSpec(d.specOpts(rs, mode, image)...),
+		containerd.WithContainerLabels(labels),
+	)
+	if err != nil {
+		return runtime.Replica{}, classify(err, "create container %s", rs.ID)
+	}
+	var (
+		task     containerd.Task
+		attached bool
+		pin      = d.pinPath(rs.ID)
+	)
+	fail := func(err error) (runtime.Replica, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if task != nil {
+			if _, derr := task.Delete(cctx, containerd.WithProcessKill); derr != nil && !errdefs.IsNotFound(derr) {
+				d.log.Warn("start cleanup: delete task", "id", rs.ID, "err", derr)
+			}
+		}
+		if attached {
+			if terr := d.teardownNetwork(cctx, rs.ID, pin, hostPorts); terr != nil {
+				d.log.Warn("start cleanup: network", "id", rs.ID, "err", terr)
+			}
+			if uerr := unpinNetns(pin); uerr != nil {
+				d.log.Warn("start cleanup: netns", "id", rs.ID, "err", uerr)
+			}
+		}
+		if derr := container.Delete(cctx, containerd.WithSnapshotCleanup); derr != nil && !errdefs.IsNotFound(derr) {
+			d.log.Warn("start cleanup: delete container", "id", rs.ID, "err", derr)
+		}
+		d.removeLogs(rs.ID)
+		return runtime.Replica{}, err
+	}
+
+	d.removeLogs(rs.ID) // a stale log of an earlier container with this ID
+	task, err = container.NewTask(ctx, cio.LogFile(d.logPath(rs.ID)))
+	if err != nil {
+		task = nil
+		return fail(classify(err, "create task %s", rs.ID))
+	}
+	var ip netip.Addr
+	if mode == NetworkBridge {
+		attached = true // a failed setup may have allocated part of it
+		if err := pinNetns(task.Pid(), pin); err != nil {
+			return fail(err)
+		}
+		ip, err = d.setupNetwork(ctx, rs.ID, pin, hostPorts)
+		if err != nil {
+			return fail(err)
+		}
+		if _, err := container.SetLabels(ctx, map[string]string{LabelIP: ip.String()}); err != nil {
+			return fail(classify(err, "label %s", rs.ID))
+		}
+	}
+	if err := task.Start(ctx); err != nil {
+		return fail(classify(err, "start task %s", rs.ID))
+	}
+	started := time.Now().UTC()
+	if _, err := container.SetLabels(ctx, map[string]string{LabelStarted: started.Format(time.RFC3339Nano)}); err != nil {
+		d.log.Warn("label start time", "id", rs.ID, "err", err)
+	}
+	d.log.Info("replica started", "id", rs.ID, "image", img.Name, "network", mode, "ip", ip, "host_ports", labels[LabelHostPorts])
+	return runtime.Replica{
+		ID:        rs.ID,
+		Service:   rs.Service,
+		Slot:      rs.Slot,
+		Version:   rs.Version,
+		Image:     img.Name,
+		State:     runtime.StateRunning,
+		StartedAt: started,
+		IP:        ip,
+		HostPorts: hostPorts,
+	}, nil
+}
+
+// specOpts builds the OCI spec options of a replica: containerd's
+// defaults and the image config, the command and environment, hardening
+// (no new privileges, default seccomp profile), resource limits and the
+// network namespace.
+func (d *Driver) specOpts(rs runtime.ReplicaSpec, mode string, image containerd.Image) []oci.SpecOpts {
+	opts := []oci.SpecOpts{oci.WithImageConfig(image)}
+	if len(rs.Command) > 0 {
+		opts = append(opts, oci.WithProcessArgs(rs.Command...))
+	}
+	var env []string
+	if mode == NetworkHost && len(rs.Ports) > 0 {
+		env = append(env, "PORT="+strconv.Itoa(rs.Ports[0]))
+	}
+	for _, k := range slices.Sorted(maps.Keys(rs.Env)) {
+		env = append(env, k+"="+rs.Env[k])
+	}
+	if len(env) > 0 {
+		opts = append(opts, oci.WithEnv(env))
+	}
+	opts = append(opts, oci.WithNoNewPrivileges, seccomp.WithDefaultProfile())
+	if rs.CPUs > 0 {
+		quota := max(int64(rs.CPUs*cfsPeriod), 1000) // the kernel's minimum is 1 ms
+		opts = append(opts, oci.WithCPUCFS(quota, cfsPeriod))
+	}
+	if rs.Memory > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(rs.Memory)))
+	}
+	if mode == NetworkHost {
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
+	}
+	return opts
+}
+
+// Stop stops the container (SIGTERM, SIGKILL after timeout; zero timeout
+// means Config.StopTimeout), deletes its task, releases its network,
+// deletes it with its snapshot and removes its logs. A missing container
+// is not an error.
+func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = d.cfg.StopTimeout
+	}
+	ctx = d.nsCtx(ctx)
+	container, err := d.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		d.removeLogs(id)
+		return nil
+	}
+	if err != nil {
+		return classify(err, "stop %s", id)
+	}
+	labels, err := container.Labels(ctx)
+	if err != nil {
+		return classify(err, "stop %s", id)
+	}
+	task, err := container.Task(ctx, nil)
+	switch {
+	case err == nil:
+		if err := d.killTask(ctx, task, timeout); err != nil {
+			return fmt.Errorf("containerd: stop %s: %w", id, err)
+		}
+		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			return classify(err, "stop %s: delete task", id)
+		}
+	case !errdefs.IsNotFound(err):
+		return classify(err, "stop %s: task", id)
+	}
+	if labels[LabelNetwork] != NetworkHost {
+		// The namespace is pinned, so it outlived the task. Without the
+		// pin (a reboot) tear down what can be without the namespace.
+		pin, nsPath := d.pinPath(id), ""
+		if _, err := os.Stat(pin); err == nil {
+			nsPath = pin
+		}
+		hostPorts, _ := parseHostPorts(labels[LabelHostPorts])
+		if err := d.teardownNetwork(ctx, id, nsPath, hostPorts); err != nil {
+			return err
+		}
+		if err := unpinNetns(pin); err != nil {
+			return err
+		}
+	}
+	if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+		return classify(err, "stop %s: delete container", id)
+	}
+	d.removeLogs(id)
+	d.log.Info("replica stopped", "id", id)
+	return nil
+}
+
+// killTask sends SIGTERM, then SIGKILL to every process when the task has
+// not exited after timeout, and waits for the exit.
+func (d *Driver) killTask(ctx context.Context, task containerd.Task, timeout time.Duration) error {
+	st, err := task.Status(ctx)
+	if err != nil {
+		return classify(err, "task status")
+	}
+	if st.Status == containerd.Stopped {
+		return nil
+	}
+	waitC, err := task.Wait(ctx)
+	if err != nil {
+		return classify(err, "wait task")
+	}
+	if err := task.Kill(ctx, syscall.SIGTERM); err != nil && !errdefs.IsNotFound(err) {
+		return classify(err, "SIGTERM")
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-waitC:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL, containerd.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+		return classify(err, "SIGKILL")
+	}
+	select {
+	case <-waitC:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// List returns the containers that carry runtime.LabelService, sorted by
+// ID, with their task state.
+func (d *Driver) List(ctx context.Context) ([]runtime.Replica, error) {
+	ctx = d.nsCtx(ctx)
+	cs, err := d.client.Containers(ctx, serviceFilter)
+	if err != nil {
+		return nil, classify(err, "list containers")
+	}
+	out := make([]runtime.Replica, 0, len(cs))
+	for _, c := range cs {
+		r, err := d.replica(ctx, c)
+		if errdefs.IsNotFound(err) || errors.Is(err, runtime.ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b runtime.Replica) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// replica describes container c from its labels and task.
+func (d *Driver) replica(ctx context.Context, c containerd.Container) (runtime.Replica, error) {
+	info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return runtime.Replica{}, classify(err, "container %s", c.ID())
+	}
+	r := replicaFromLabels(c.ID(), info.Image, info.Labels)
+	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		r.State = runtime.StateCreated
+		if !r.StartedAt.IsZero() {
+			r.State = runtime.StateExited
+		}
+		return r, nil
+	}
+	if err != nil {
+		return runtime.Replica{}, classify(err, "container %s task", c.ID())
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			r.State = runtime.StateExited
+			return r, nil
+		}
+		return runtime.Replica{}, classify(err, "container %s status", c.ID())
+	}
+	switch st.Status {
+	case containerd.Running:
+		r.State = runtime.StateRunning
+	case containerd.Created:
+		r.State = runtime.StateCreated
+	case containerd.Stopped:
+		r.State = runtime.StateExited
+		r.ExitCode = int(st.ExitStatus)
+	default: // paused, pausing, unknown
+		r.State = runtime.StateUnknown
+	}
+	return r, nil
+}
+
+// replicaFromLabels decodes a container's labels (outside input: bad
+// values are dropped, not fatal). State is left to the caller.
+func replicaFromLabels(id, image string, labels map[string]string) runtime.Replica {
+	r := runtime.Replica{
+		ID:      id,
+		Service: labels[runtime.LabelService],
+		Version: labels[runtime.LabelVersion],
+		Image:   image,
+		State:   runtime.StateUnknown,
+	}
+	if s, err := strconv.Atoi(labels[runtime.LabelSlot]); err == nil {
+		r.Slot = s
+	}
+	if t, err := time.Parse(time.RFC3339Nano, labels[LabelStarted]); err == nil {
+		r.StartedAt = t
+	}
+	if ip, err := netip.ParseAddr(labels[LabelIP]); err == nil {
+		r.IP = ip
+	}
+	if hp, err := parseHostPorts(labels[LabelHostPorts]); err == nil {
+		r.HostPorts = hp
+	}
+	return r
+}
+
+// Exec runs cmd in the running container id, with the container's
+// process settings (user, env, cwd, capabilities), and returns its exit
+// code. Its output is discarded. A missing container or task wraps
+// runtime.ErrNotFound; a command that cannot be started is an error.
+func (d *Driver) Exec(ctx context.Context, id string, cmd []string) (int, error) {
+	if len(cmd) == 0 {
+		return -1, fmt.Errorf("containerd: exec %s: empty command", id)
+	}
+	ctx = d.nsCtx(ctx)
+	container, err := d.client.LoadContainer(ctx, id)
+	if err != nil {
+		return -1, classify(err, "exec %s", id)
+	}
+	spec, err := container.Spec(ctx)
+	if err != nil {
+		return -1, classify(err, "exec %s: spec", id)
+	}
+	task, err := container.Task(ctx, nil)
+	if err != nil {
+		return -1, classify(err, "exec %s: task", id)
+	}
+	pspec := *spec.Process
+	pspec.Args = cmd
+	pspec.Terminal = false
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	execID := "exec-" + hex.EncodeToString(rnd[:])
+	proc, err := task.Exec(ctx, execID, &pspec, cio.NullIO)
+	if err != nil {
+		return -1, classify(err, "exec %s", id)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if _, err := proc.Delete(cctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+			d.log.Warn("exec cleanup", "id", id, "exec", execID, "err", err)
+		}
+	}()
+	statusC, err := proc.Wait(ctx)
+	if err != nil {
+		return -1, classify(err, "exec %s: wait", id)
+	}
+	if err := proc.Start(ctx); err != nil {
+		return -1, classify(err, "exec %s %q", id, cmd[0])
+	}
+	select {
+	case st := <-statusC:
+		code, _, err := st.Result()
+		if err != nil {
+			return -1, classify(err, "exec %s", id)
+		}
+		return int(code), nil
+	case <-ctx.Done():
+		return -1, fmt.Errorf("containerd: exec %s: %w", id, ctx.Err())
+	}
+}
