@@ -70,7 +70,7 @@ func post(t *testing.T, url, contentType string, body io.Reader) (int, string) {
 func TestImagesAPI(t *testing.T) {
 	defer node.SetMaxImageArchive(1 << 10)() // restored before the cluster stops
 	rt := &scriptedImages{Fake: runtime.NewFake(), started: make(chan struct{}, 1)}
-	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(int) runtime.Driver { return rt }})
+	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(*testenv.Node) runtime.Driver { return rt }})
 	cl := c.Nodes[0].Client
 	ctx := ctxT(t)
 	url := "http://" + c.Nodes[0].Agent().APIAddr() + "/v1/images"
@@ -152,7 +152,7 @@ func TestImagesAPI(t *testing.T) {
 // the client nor the API buffers it whole.
 func TestImagesAPIStreams(t *testing.T) {
 	rt := &scriptedImages{Fake: runtime.NewFake(), started: make(chan struct{}, 1)}
-	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(int) runtime.Driver { return rt }})
+	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(*testenv.Node) runtime.Driver { return rt }})
 	ctx := ctxT(t)
 	pr, pw := io.Pipe()
 	type answer struct {
@@ -189,7 +189,7 @@ func TestImagesAPIStreams(t *testing.T) {
 }
 
 func TestImagesAPINoRuntime(t *testing.T) {
-	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(int) runtime.Driver { return nil }})
+	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(*testenv.Node) runtime.Driver { return nil }})
 	ctx := ctxT(t)
 	cl := c.Nodes[0].Client
 	_, err := cl.LoadImage(ctx, strings.NewReader("demo:1"))

@@ -29,9 +29,9 @@ func placementCluster(t *testing.T) *testenv.Cluster {
 			}
 			c.Labels = map[string]string{"zone": zone}
 		},
-		Runtime: func(i int) runtime.Driver {
+		Runtime: func(n *testenv.Node) runtime.Driver {
 			f := runtime.NewFake()
-			if i == 4 {
+			if n.Index == 4 {
 				f.SetReady(errors.New("containerd: connection refused"))
 			}
 			return f

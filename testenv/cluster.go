@@ -40,9 +40,10 @@ type Options struct {
 	SyncInterval time.Duration
 	// Configure, when set, adjusts node i's configuration before start.
 	Configure func(i int, c *node.Config)
-	// Runtime returns node i's container runtime (default: a ready
-	// runtime.Fake). Return nil for a node without a runtime.
-	Runtime func(i int) runtime.Driver
+	// Runtime returns a node's container runtime (default: a ready
+	// runtime.Fake); the node's Index, Name, Addr and DataDir are set.
+	// Return nil for a node without a runtime.
+	Runtime func(n *Node) runtime.Driver
 	// OnStateChange, when set, is called with the node index for every
 	// state change on any node. It must not block.
 	OnStateChange func(i int, e store.Entry)
@@ -94,7 +95,7 @@ func New(tb testing.TB, opts Options) *Cluster {
 		opts.Gossip = gossip.DefaultLocalConfig
 	}
 	if opts.Runtime == nil {
-		opts.Runtime = func(int) runtime.Driver { return runtime.NewFake() }
+		opts.Runtime = func(*Node) runtime.Driver { return runtime.NewFake() }
 	}
 	if opts.SyncInterval == 0 {
 		opts.SyncInterval = time.Second
@@ -112,8 +113,8 @@ func New(tb testing.TB, opts Options) *Cluster {
 			Addr:    netip.AddrFrom4(a),
 			DataDir: filepath.Join(root, fmt.Sprintf("node-%d", i+1)),
 			c:       c,
-			runtime: opts.Runtime(i),
 		}
+		n.runtime = opts.Runtime(n)
 		cl, err := client.New("http://"+net.JoinHostPort(n.Addr.String(), "7070"), opts.Token)
 		if err != nil {
 			tb.Fatal(err)

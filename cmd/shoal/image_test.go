@@ -145,7 +145,7 @@ func TestImageLoadAndLs(t *testing.T) {
 }
 
 func TestImageNoRuntime(t *testing.T) {
-	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(int) runtime.Driver { return nil }})
+	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(*testenv.Node) runtime.Driver { return nil }})
 	addr := "--addr=" + c.Nodes[0].Agent().APIAddr()
 	archive := filepath.Join(t.TempDir(), "a.tar")
 	if err := os.WriteFile(archive, []byte("demo:1"), 0o644); err != nil {

@@ -1,0 +1,203 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
+	ctrd "github.com/shoalmesh/shoal/runtime/containerd"
+	"github.com/shoalmesh/shoal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.CleanupDemo()
+	os.Exit(code)
+}
+
+// containerdCluster starts n in-process agents that share one private
+// containerd daemon, each in its own containerd namespace with its own
+// bridge and subnet, publishing host ports on its own loopback address.
+func containerdCluster(t *testing.T, n int) (*testenv.Cluster, []*ctrd.Driver) {
+	t.Helper()
+	testenv.RequireRoot(t)
+	testenv.RequireBinaries(t, "containerd", "runc", "iptables")
+	sock := testenv.StartContainerd(t)
+	tag := rand.IntN(9000) + 1000
+	third := 1 + rand.IntN(200)
+	drivers := make([]*ctrd.Driver, n)
+	c := testenv.New(t, testenv.Options{
+		Nodes: n,
+		Runtime: func(node *testenv.Node) runtime.Driver {
+			bridge := fmt.Sprintf("se%d-%d", tag, node.Index)
+			d, err := ctrd.New(context.Background(), ctrd.Config{
+				Socket:    sock,
+				Namespace: "e2e-" + node.Name,
+				Node:      node.Name,
+				DataDir:   filepath.Join(node.DataDir, "runtime"),
+				Bridge:    bridge,
+				Subnet:    netip.MustParsePrefix(fmt.Sprintf("10.214.%d.%d/28", third, 16*node.Index)),
+				HostIP:    node.Addr,
+				Logger:    slog.New(slog.DiscardHandler),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				_ = d.Close()
+				_ = exec.Command("ip", "link", "del", bridge).Run()
+			})
+			drivers[node.Index] = d
+			return d
+		},
+	})
+	return c, drivers
+}
+
+func TestServiceRunsOnContainerd(t *testing.T) {
+	c, drivers := containerdCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	archive := testenv.DemoArchive(t)
+	for _, n := range c.Nodes {
+		f, err := os.Open(archive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs, err := n.Client.LoadImage(ctx, f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("load on %s: %v", n.Name, err)
+		}
+		if len(imgs) != 1 || !strings.HasSuffix(imgs[0].Name, "shoal-demo:latest") {
+			t.Fatalf("%s imported %+v", n.Name, imgs)
+		}
+	}
+
+	web := spec.Spec{
+		Name: "web", Image: "shoal-demo:latest", Replicas: 3,
+		Ports:  []spec.Port{{Published: 18080, Target: 8080, Protocol: "http"}},
+		Health: &spec.Health{HTTP: "/healthz"},
+	}
+	if _, err := c.Nodes[0].Client.PutService(ctx, web, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	// Every node sees three healthy replicas, one per node.
+	var reps []api.Replica
+	c.Eventually(2*time.Minute, func() error {
+		for _, n := range c.Nodes {
+			got, err := n.Client.Replicas(ctx, "web")
+			if err != nil {
+				return err
+			}
+			nodes := map[string]bool{}
+			for _, r := range got {
+				if r.State != "running" || !r.Healthy || r.Endpoint == "" {
+					return fmt.Errorf("%s sees %s/%d on %s %s healthy=%v %s", n.Name, r.Service, r.Slot, r.Node, r.State, r.Healthy, r.LastError)
+				}
+				nodes[r.Node] = true
+			}
+			if len(got) != 3 || len(nodes) != 3 {
+				return fmt.Errorf("%s sees %d replicas on %d nodes", n.Name, len(got), len(nodes))
+			}
+			reps = got
+		}
+		return nil
+	})
+
+	// Each endpoint answers as the demo server of its slot and node.
+	for _, r := range reps {
+		resp, err := http.Get("http://" + r.Endpoint + "/")
+		if err != nil {
+			t.Fatalf("GET %s: %v", r.Endpoint, err)
+		}
+		var body struct{ Service, Slot, Node string }
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("GET %s: %v", r.Endpoint, err)
+		}
+		if body.Service != "web" || body.Slot != strconv.Itoa(r.Slot) || body.Node != r.Node {
+			t.Errorf("replica %s/%d@%s answered %+v", r.Service, r.Slot, r.Node, body)
+		}
+	}
+
+	// An agent restart adopts its containers: same IDs, same start times.
+	n3 := c.Nodes[2]
+	before, err := drivers[2].List(ctx)
+	if err != nil || len(before) != 1 {
+		t.Fatalf("node-3 runs %+v (%v), want one container", before, err)
+	}
+	if err := n3.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n3.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Minute, func() error {
+		got, err := n3.Client.Replicas(ctx, "web")
+		if err != nil {
+			return err
+		}
+		healthy := 0
+		for _, r := range got {
+			if r.Node == n3.Name && r.State == "running" && r.Healthy {
+				healthy++
+			}
+		}
+		if healthy != 1 {
+			return fmt.Errorf("node-3 reports %d healthy replicas of its own", healthy)
+		}
+		return nil
+	})
+	after, err := drivers[2].List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != 1 || after[0].ID != before[0].ID || !after[0].StartedAt.Equal(before[0].StartedAt) {
+		t.Errorf("after the agent restart node-3 runs %+v, before %+v: the container was replaced", after, before)
+	}
+
+	// Deleting the service removes every container and its host port rule.
+	if _, err := c.Nodes[1].Client.DeleteService(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Minute, func() error {
+		for i, d := range drivers {
+			got, err := d.List(ctx)
+			if err != nil {
+				return err
+			}
+			if len(got) != 0 {
+				return fmt.Errorf("node-%d still has %d containers", i+1, len(got))
+			}
+		}
+		return nil
+	})
+	rules, err := exec.Command("iptables-save").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		_, port, _ := strings.Cut(r.Endpoint, ":")
+		if strings.Contains(string(rules), "--dport "+port+" ") {
+			t.Errorf("iptables still maps host port %s of %s/%d", port, r.Service, r.Slot)
+		}
+	}
+}
