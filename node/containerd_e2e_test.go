@@ -127,13 +127,13 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GET %s: %v", r.Endpoint, err)
 		}
-		var body struct{ Service, Slot, Node string }
+		var body struct{ Service, Slot, Node, Hostname string }
 		err = json.NewDecoder(resp.Body).Decode(&body)
 		resp.Body.Close()
 		if err != nil {
 			t.Fatalf("GET %s: %v", r.Endpoint, err)
 		}
-		if body.Service != "web" || body.Slot != strconv.Itoa(r.Slot) || body.Node != r.Node {
+		if body.Service != "web" || body.Slot != strconv.Itoa(r.Slot) || body.Node != r.Node || body.Hostname != r.Container {
 			t.Errorf("replica %s/%d@%s answered %+v", r.Service, r.Slot, r.Node, body)
 		}
 	}

@@ -194,6 +194,9 @@ func (d *Driver) specOpts(rs runtime.ReplicaSpec, mode string, image containerd.
 	}
 	if mode == NetworkHost {
 		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostHostsFile, oci.WithHostResolvconf)
+	} else {
+		// Like docker: a bridge-mode container is named after itself.
+		opts = append(opts, oci.WithHostname(rs.ID))
 	}
 	return opts
 }
