@@ -31,8 +31,8 @@ import (
 // host port), and the node's advertise IP (127.0.0.1 if it has none) and
 // the replica's $PORT in host mode.
 //
-// A replica is "starting" until its first success, probed every
-// min(interval, 1s) meanwhile, then every interval. It turns unhealthy
+// A replica is "starting" until its first success, probed meanwhile at
+// delays growing from 10 ms to min(interval, 1s), then every interval. It turns unhealthy
 // after failureThreshold failures in a row and healthy again on the next
 // success. A service without a health check is healthy once running.
 
@@ -43,6 +43,9 @@ const failureThreshold = 3
 // startingProbeInterval caps the probe interval until the first success,
 // so that a replacement does not wait a whole interval to go ahead.
 const startingProbeInterval = time.Second
+
+// firstProbeDelay is the wait before the second probe of a new replica.
+const firstProbeDelay = 10 * time.Millisecond
 
 // probeTarget is what to probe for one container.
 type probeTarget struct {
@@ -166,6 +169,10 @@ func (p *prober) loop(ctx context.Context, run *probeRun, t probeTarget) {
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// Until the first success the probe backs off from firstProbeDelay
+	// to startingProbeInterval, so a replica that is up in 100 ms is
+	// seen healthy within a few ms of it, not a second later.
+	startDelay := firstProbeDelay
 	for {
 		select {
 		case <-ctx.Done():
@@ -198,7 +205,8 @@ func (p *prober) loop(ctx context.Context, run *probeRun, t probeTarget) {
 		}
 		next := interval
 		if !after.Passed {
-			next = min(interval, startingProbeInterval)
+			next = min(interval, startDelay)
+			startDelay = min(2*startDelay, startingProbeInterval)
 		}
 		timer.Reset(next)
 	}
