@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 // containerdCluster starts n in-process agents that share one private
 // containerd daemon, each in its own containerd namespace with its own
 // bridge and subnet, publishing host ports on its own loopback address.
-func containerdCluster(t *testing.T, n int) (*testenv.Cluster, []*ctrd.Driver) {
+func containerdCluster(t testing.TB, n int) (*testenv.Cluster, []*ctrd.Driver, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc", "iptables")
@@ -65,11 +65,11 @@ func containerdCluster(t *testing.T, n int) (*testenv.Cluster, []*ctrd.Driver) {
 			return d
 		},
 	})
-	return c, drivers
+	return c, drivers, sock
 }
 
 func TestServiceRunsOnContainerd(t *testing.T) {
-	c, drivers := containerdCluster(t, 3)
+	c, drivers, _ := containerdCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
