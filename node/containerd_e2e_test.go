@@ -16,10 +16,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
 	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/runtime"
 	ctrd "github.com/shoalmesh/shoal/runtime/containerd"
+	"github.com/shoalmesh/shoal/runtime/demo"
 	"github.com/shoalmesh/shoal/testenv"
 )
 
@@ -138,6 +144,18 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 		}
 	}
 
+	// Logs of every replica, from any node, over the peer plane.
+	var logs strings.Builder
+	if err := c.Nodes[0].Client.Logs(ctx, "web", client.LogsOptions{Tail: -1}, &logs); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		want := fmt.Sprintf("[web/%d@%s] demo-server listening on [::]:8080", r.Slot, r.Node)
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %q:\n%s", want, logs.String())
+		}
+	}
+
 	// An agent restart adopts its containers: same IDs, same start times.
 	n3 := c.Nodes[2]
 	before, err := drivers[2].List(ctx)
@@ -200,4 +218,77 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 			t.Errorf("iptables still maps host port %s of %s/%d", port, r.Service, r.Slot)
 		}
 	}
+}
+
+func TestServiceImageIsPulledFromARegistry(t *testing.T) {
+	testenv.RequireBinaries(t, "docker-registry")
+	c, _, _ := containerdCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// Push the demo image to a registry on loopback; the node never saw it.
+	reg := testenv.StartRegistry(t)
+	img, err := tarball.ImageFromPath(dockerDemoArchive(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(reg + "/team/shoal-demo:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("push: %v", err)
+	}
+
+	web := spec.Spec{Name: "pulled", Image: ref.String(), Replicas: 1,
+		Ports: []spec.Port{{Published: 18081, Target: 8080}}, Health: &spec.Health{HTTP: "/healthz"}}
+	if _, err := c.Nodes[0].Client.PutService(ctx, web, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Minute, func() error {
+		reps, err := c.Nodes[0].Client.Replicas(ctx, "pulled")
+		if err != nil {
+			return err
+		}
+		if len(reps) != 1 || reps[0].State != "running" || !reps[0].Healthy {
+			return fmt.Errorf("replicas %+v", reps)
+		}
+		return nil
+	})
+	imgs, err := c.Nodes[0].Client.Images(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, i := range imgs {
+		found = found || strings.Contains(i.Name, "team/shoal-demo:v1")
+	}
+	if !found {
+		t.Errorf("pulled image not listed: %+v", imgs)
+	}
+	if _, err := c.Nodes[0].Client.DeleteService(ctx, "pulled"); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(time.Minute, func() error {
+		if reps, _ := c.Nodes[0].Client.Replicas(ctx, "pulled"); len(reps) != 0 {
+			return fmt.Errorf("%d replicas left", len(reps))
+		}
+		return nil
+	})
+}
+
+// dockerDemoArchive writes the demo image as a `docker save` tarball.
+func dockerDemoArchive(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(filepath.Dir(testenv.DemoArchive(t)), "shoal")
+	path := filepath.Join(t.TempDir(), "demo-docker.tar")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := demo.WriteArchive(f, demo.Options{Binary: bin, Format: "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -141,6 +141,17 @@ func TestAgentProcessesSignalsAndRejoin(t *testing.T) {
 	for _, n := range []string{"a", "b", "c"} {
 		waitStatus(t, bin, a.ip, n, "alive")
 	}
+	// No containerd answers at the default socket: every node is a member
+	// that says why it cannot run containers.
+	nodes, err := nodesOf(t, bin, a.ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Runtime.Ready || !strings.Contains(n.Runtime.Reason, "containerd") {
+			t.Errorf("node %s runtime %+v, want not ready with a reason naming containerd", n.Name, n.Runtime)
+		}
+	}
 
 	// A write through the CLI on c is visible on a.
 	run(t, bin, "--addr", c.ip+":7070", "run", "web", "--image", "demo:1", "--replicas", "2")
