@@ -1,6 +1,58 @@
-// Package lb will hold the per-node load balancer: one listener per
-// published port, endpoints fed from replica status, balancing policies,
-// passive health, retries and metrics.
+// Package lb is the per-node load balancer of the routing mesh: every node
+// listens on every published port of every service and forwards to the
+// service's healthy replicas anywhere in the cluster.
 //
-// It is built by the Load balancer issue (#5).
+// The agent (package node) owns the inputs: it turns the desired state,
+// the replica-status view and the membership into a list of Routes (one
+// per published port, with its healthy endpoints) and hands it to
+// Balancer.Update whenever any of them changes. The Balancer opens and
+// closes listeners to match and swaps each listener's endpoint table
+// atomically; connections and requests in flight keep the table they
+// started with.
+//
+// # Protocols
+//
+// "tcp" routes are L4: each accepted connection is forwarded to one
+// endpoint and the bytes are copied both ways with io.Copy between
+// *net.TCPConn, which the Go runtime turns into splice(2) (zero copy
+// through a pipe). A half-close is passed on with CloseWrite; a
+// connection with no traffic either way for Config.IdleTimeout is closed.
+// With Route.ProxyProtocol, a PROXY protocol v2 header carrying the
+// client's address is sent to the endpoint first.
+//
+// "http" routes are L7: requests are balanced one by one over keep-alive
+// connection pools (net/http/httputil.ReverseProxy over an
+// http.Transport), with X-Forwarded-For, X-Forwarded-Host,
+// X-Forwarded-Proto, Forwarded (RFC 7239) and X-Request-Id headers.
+// Upgrades (websockets) and streaming bodies pass through.
+//
+// # Policies
+//
+// PolicyLeastRequest (the default) is the power of two choices: two random
+// endpoints are compared by (outstanding requests + 1) x EWMA latency and
+// the cheaper one wins (Finagle's and Linkerd's "peak EWMA" idea, without
+// the peak). PolicyRoundRobin takes endpoints in turn. PolicyMaglev is
+// consistent hashing with a Maglev lookup table keyed on the client IP or
+// an HTTP header: the table is built from the replicas' slot numbers, so
+// every node of the cluster sends a given key to the same replica, and a
+// replica joining or leaving remaps few keys.
+//
+// # Health
+//
+// Endpoints come from the owners' health checks (the agent passes only
+// healthy replicas of alive nodes). On top, passive outlier detection
+// ejects an endpoint after a refused or reset connect at once, or after
+// three connect timeouts or five 5xx answers in a row, for 1 s doubling per
+// ejection up to 30 s. A failed connect is retried on another endpoint
+// (L4 and L7, up to Config.Attempts endpoints); an idempotent HTTP request
+// without a body that failed before any response is retried too, within a
+// retry budget (Config.RetryBudget of the requests, plus a small floor).
+// When every endpoint is ejected, ejection is ignored (as Envoy's panic
+// threshold does): a guess beats a certain failure.
+//
+// # Concurrency
+//
+// A Balancer is safe for concurrent use. Update and Close serialize with
+// each other; the data path reads immutable tables through atomic
+// pointers and never takes the Balancer's lock.
 package lb

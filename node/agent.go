@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoalmesh/shoal/gossip"
+	"github.com/shoalmesh/shoal/lb"
 	nodepeer "github.com/shoalmesh/shoal/node/peer"
 	"github.com/shoalmesh/shoal/node/store"
 )
@@ -72,6 +73,8 @@ type Agent struct {
 	savedPeers []string // owned by the event loop: last known peers written
 
 	placement  *placementState
+	lb         *lb.Balancer // routing mesh, created by Run
+	lbs        *lbState
 	runtimeErr atomic.Pointer[string] // why the runtime is not ready; "" = ready
 	replicas   *replicaSet            // reconcile loop, probes, status view (replicas.go)
 }
@@ -93,6 +96,7 @@ func New(cfg Config) (*Agent, error) {
 		ready:     make(chan struct{}),
 		inflight:  make(map[string]bool),
 		placement: newPlacementState(),
+		lbs:       newLBState(),
 		replicas:  newReplicaSet(cfg.Name),
 	}
 	notReady := "no container runtime driver"
@@ -254,6 +258,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return cluster.Leave()
 	})
 	a.metrics.registerCluster(cluster, host, st)
+	a.lb = lb.New(lb.Config{Bind: a.cfg.BindAddr, Logger: a.log.With("component", "lb"), Registerer: a.metrics.reg})
+	closers = append(closers, a.lb.Close)
 	a.refreshMembers()
 	a.kickPlacement()
 
@@ -265,8 +271,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			a.log.Error("api server stopped", "err", err)
 		}
 	}()
-	wg.Add(5)
+	wg.Add(6)
 	go func() { defer wg.Done(); a.eventLoop(ctx) }()
+	go func() { defer wg.Done(); a.lbLoop(ctx) }()
 	go func() { defer wg.Done(); a.placementLoop(ctx) }()
 	go func() { defer wg.Done(); a.runtimeLoop(ctx) }()
 	go func() { defer wg.Done(); a.antiEntropyLoop(ctx) }()

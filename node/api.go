@@ -193,6 +193,7 @@ func (a *Agent) listServices(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
+		s.Problems = a.lbProblems(s.Name)
 		out = append(out, s)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -210,6 +211,7 @@ func (a *Agent) getService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	s.Problems = a.lbProblems(s.Name)
 	w.Header().Set("ETag", `"`+s.Version+`"`)
 	writeJSON(w, http.StatusOK, s)
 }
@@ -267,6 +269,10 @@ func (a *Agent) putService(w http.ResponseWriter, r *http.Request) {
 	value, err := json.Marshal(s)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if other, port := a.portOwner(name, s.Ports); other != "" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("published port %d is already used by service %s", port, other))
 		return
 	}
 	prev, existed := a.store.Get(name)

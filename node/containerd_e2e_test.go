@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -97,7 +98,7 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 
 	web := spec.Spec{
 		Name: "web", Image: "shoal-demo:latest", Replicas: 3,
-		Ports:  []spec.Port{{Published: 18080, Target: 8080, Protocol: "http"}},
+		Ports:  []spec.Port{{Published: 18080, Target: 8080, Protocol: "http"}, {Published: 18081, Target: 8080}},
 		Health: &spec.Health{HTTP: "/healthz"},
 	}
 	if _, err := c.Nodes[0].Client.PutService(ctx, web, ""); err != nil {
@@ -141,6 +142,35 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 		}
 		if body.Service != "web" || body.Slot != strconv.Itoa(r.Slot) || body.Node != r.Node || body.Hostname != r.Container {
 			t.Errorf("replica %s/%d@%s answered %+v", r.Service, r.Slot, r.Node, body)
+		}
+	}
+
+	// The routing mesh: every node's load balancer serves both published
+	// ports (L7 on 18080, L4 on 18081) and spreads requests over the
+	// replicas of every node.
+	for _, n := range c.Nodes {
+		for _, port := range []int{18080, 18081} {
+			url := fmt.Sprintf("http://%s:%d/", n.Addr, port)
+			seen := map[string]int{}
+			c.Eventually(30*time.Second, func() error {
+				for range 30 {
+					resp, err := http.Get(url)
+					if err != nil {
+						return err
+					}
+					var body struct{ Slot, Node string }
+					err = json.NewDecoder(resp.Body).Decode(&body)
+					resp.Body.Close()
+					if err != nil || resp.StatusCode != 200 {
+						return fmt.Errorf("GET %s: %d %v", url, resp.StatusCode, err)
+					}
+					seen[body.Slot+"@"+body.Node]++
+				}
+				if len(seen) != 3 {
+					return fmt.Errorf("GET %s reached %v, want all 3 replicas", url, seen)
+				}
+				return nil
+			})
 		}
 	}
 
@@ -204,6 +234,18 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 			}
 			if len(got) != 0 {
 				return fmt.Errorf("node-%d still has %d containers", i+1, len(got))
+			}
+		}
+		return nil
+	})
+	// ... and every node closes the published ports.
+	c.Eventually(30*time.Second, func() error {
+		for _, n := range c.Nodes {
+			for _, port := range []int{18080, 18081} {
+				if conn, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", n.Addr, port), time.Second); err == nil {
+					conn.Close()
+					return fmt.Errorf("%s still listens on %d", n.Name, port)
+				}
 			}
 		}
 		return nil

@@ -43,6 +43,7 @@ func newPlacementState() *placementState {
 
 // kickPlacement asks for a recompute; it never blocks.
 func (a *Agent) kickPlacement() {
+	a.kickLB() // specs or membership changed: routes too
 	select {
 	case a.placement.kick <- struct{}{}:
 	default:

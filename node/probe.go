@@ -349,6 +349,21 @@ func endpointOf(s spec.Spec, r runtime.Replica, advertise netip.Addr) string {
 	return net.JoinHostPort(advertise.String(), strconv.Itoa(hp))
 }
 
+// endpointsOf maps the target port of each of s's published ports to the
+// address that reaches it on r.
+func endpointsOf(s spec.Spec, r runtime.Replica, advertise netip.Addr) map[int]string {
+	if len(s.Ports) == 0 || !advertise.IsValid() {
+		return nil
+	}
+	out := make(map[int]string, len(s.Ports))
+	for _, p := range s.Ports {
+		if hp, ok := hostPort(r, p.Target); ok {
+			out[p.Target] = net.JoinHostPort(advertise.String(), strconv.Itoa(hp))
+		}
+	}
+	return out
+}
+
 // probeTargets lists the containers to probe: running containers of
 // services with a health check.
 func probeTargets(actual []runtime.Replica, specs map[string]spec.Spec, advertise netip.Addr) []probeTarget {

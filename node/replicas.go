@@ -462,6 +462,7 @@ func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Repl
 		s, known := specs[c.Service]
 		if known {
 			rep.Endpoint = endpointOf(s, c, a.cfg.AdvertiseAddr)
+			rep.Endpoints = endpointsOf(s, c, a.cfg.AdvertiseAddr)
 		}
 		switch c.State {
 		case runtime.StateRunning:

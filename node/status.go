@@ -49,9 +49,10 @@ const statusPullInterval = 2 * time.Second
 
 // Limits on status messages from peers.
 const (
-	maxStatusReplicas = 20000 // replicas in one document
-	maxStatusDocs     = 5000  // documents in one answer, versions in a pull
-	maxStatusField    = 4096  // bytes in one string field
+	maxStatusReplicas  = 20000 // replicas in one document
+	maxStatusDocs      = 5000  // documents in one answer, versions in a pull
+	maxStatusField     = 4096  // bytes in one string field
+	maxStatusEndpoints = 1024  // endpoints of one replica
 )
 
 // statusDoc is one node's replica status.
@@ -113,6 +114,17 @@ func checkStatusDoc(d statusDoc) error {
 		if r.Endpoint != "" {
 			if _, err := netip.ParseAddrPort(r.Endpoint); err != nil {
 				return bad("bad endpoint %q", r.Endpoint)
+			}
+		}
+		if len(r.Endpoints) > maxStatusEndpoints {
+			return bad("%d endpoints", len(r.Endpoints))
+		}
+		for port, ep := range r.Endpoints {
+			if port < 1 || port > 65535 {
+				return bad("endpoint of port %d", port)
+			}
+			if _, err := netip.ParseAddrPort(ep); err != nil {
+				return bad("bad endpoint %q of port %d", ep, port)
 			}
 		}
 	}

@@ -12,7 +12,7 @@ import (
 func goodDoc() statusDoc {
 	return statusDoc{Node: "node-1", Version: 7, Replicas: []api.Replica{{
 		Service: "web", Slot: 2, Node: "node-1", Container: "web-2-1a2b3c4d", State: "running",
-		Healthy: true, Endpoint: "10.0.0.1:30001", Restarts: 1, StartedAt: time.Unix(1, 0).UTC(),
+		Healthy: true, Endpoint: "10.0.0.1:30001", Endpoints: map[int]string{80: "10.0.0.1:30001"}, Restarts: 1, StartedAt: time.Unix(1, 0).UTC(),
 	}}}
 }
 
@@ -32,6 +32,8 @@ func TestCheckStatusDoc(t *testing.T) {
 		{"bad state", func(d *statusDoc) { d.Replicas[0].State = "exploded" }, false},
 		{"bad endpoint", func(d *statusDoc) { d.Replicas[0].Endpoint = "10.0.0.1" }, false},
 		{"negative restarts", func(d *statusDoc) { d.Replicas[0].Restarts = -2 }, false},
+		{"bad port endpoint", func(d *statusDoc) { d.Replicas[0].Endpoints[80] = "nowhere" }, false},
+		{"endpoint of port 0", func(d *statusDoc) { d.Replicas[0].Endpoints[0] = "10.0.0.1:1" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -149,9 +149,9 @@ func printServices(w io.Writer, asJSON bool, svcs []api.Service) error {
 		return writeJSON(w, svcs)
 	}
 	now := time.Now()
-	t := newTable(w, "NAME", "IMAGE", "REPLICAS", "PORTS", "VERSION", "UPDATED")
+	t := newTable(w, "NAME", "IMAGE", "REPLICAS", "PORTS", "VERSION", "UPDATED", "PROBLEMS")
 	for _, s := range svcs {
-		t.row(s.Name, s.Image, strconv.Itoa(s.Replicas), formatPorts(s.Ports), s.Version, ago(now, s.UpdatedAt))
+		t.row(s.Name, s.Image, strconv.Itoa(s.Replicas), formatPorts(s.Ports), s.Version, ago(now, s.UpdatedAt), strings.Join(s.Problems, "; "))
 	}
 	return t.flush()
 }

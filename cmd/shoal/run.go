@@ -24,6 +24,9 @@ type runFlags struct {
 	healthTimeout  time.Duration
 	cpus           float64
 	memory         string
+	lbPolicy       string
+	lbHashOn       string
+	proxyProtocol  bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -92,7 +95,11 @@ the port given in $PORT; the target port is informational and at most one
 	fl.DurationVar(&f.healthTimeout, "health-timeout", 0, "timeout of one health probe (default 2s or the interval)")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit in cores, e.g. 0.5 (0 = unlimited)")
 	fl.StringVarP(&f.memory, "memory", "m", "", "memory limit, e.g. 512Mi, 1g, 64MB (empty = unlimited)")
+	fl.StringVar(&f.lbPolicy, "lb-policy", "", "load balancing over replicas: least_request (default), round_robin or maglev")
+	fl.StringVar(&f.lbHashOn, "lb-hash-on", "", "what maglev hashes: client_ip (default) or header:NAME")
+	fl.BoolVar(&f.proxyProtocol, "proxy-protocol", false, "send a PROXY protocol v2 header with the client address to replicas (tcp ports)")
 	_ = cmd.MarkFlagRequired("image")
+	_ = cmd.RegisterFlagCompletionFunc("lb-policy", cobra.FixedCompletions([]string{spec.PolicyLeastRequest, spec.PolicyRoundRobin, spec.PolicyMaglev}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.MarkFlagsMutuallyExclusive("health-http", "health-tcp", "health-exec")
 	_ = cmd.RegisterFlagCompletionFunc("network", cobra.FixedCompletions([]string{spec.NetworkBridge, spec.NetworkHost}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -109,6 +116,9 @@ func (f *runFlags) spec(cmd *cobra.Command, args []string) (spec.Spec, error) {
 	}
 	if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 		s.Command = args[dash:]
+	}
+	if f.lbPolicy != "" || f.lbHashOn != "" || f.proxyProtocol {
+		s.Balance = &spec.Balance{Policy: f.lbPolicy, HashOn: f.lbHashOn, ProxyProtocol: f.proxyProtocol}
 	}
 	for _, p := range f.publish {
 		port, err := spec.ParsePublish(p)

@@ -80,6 +80,7 @@ func printInspect(w io.Writer, s api.Service) error {
 	t.row("Resources:", formatResources(s.Resources))
 	t.row("Constraints:", joinKV(s.Constraints, ", "))
 	t.row("Network:", s.Network)
+	t.row("Balance:", formatBalance(s.Balance))
 	t.row("Version:", s.Version)
 	updated := ""
 	if !s.UpdatedAt.IsZero() {
@@ -89,7 +90,25 @@ func printInspect(w io.Writer, s api.Service) error {
 	if s.Deleted {
 		t.row("Deleted:", "true")
 	}
+	for _, p := range s.Problems {
+		t.row("Problem:", p)
+	}
 	return t.flush()
+}
+
+// formatBalance describes the load-balancing settings ("" = defaults).
+func formatBalance(b *spec.Balance) string {
+	if b == nil {
+		return ""
+	}
+	out := b.Policy
+	if b.HashOn != "" {
+		out += " on " + b.HashOn
+	}
+	if b.ProxyProtocol {
+		out += ", PROXY protocol v2"
+	}
+	return out
 }
 
 func newScaleCmd(g *globals) *cobra.Command {

@@ -60,6 +60,10 @@ type Service struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	// Deleted is set on the answer to a DELETE.
 	Deleted bool `json:"deleted,omitempty"`
+	// Problems say what keeps the answering node from serving the service
+	// as specified (a published port taken by another service or another
+	// program).
+	Problems []string `json:"problems,omitempty"`
 }
 
 // Health is the answer to GET /v1/health.
@@ -162,6 +166,10 @@ type Replica struct {
 	// Endpoint is advertise-IP:host-port of the first published port; empty
 	// without ports.
 	Endpoint string `json:"endpoint,omitempty"`
+	// Endpoints maps the target port of every published port to the
+	// address that reaches it (advertise-IP:host-port): what the load
+	// balancers route to.
+	Endpoints map[int]string `json:"endpoints,omitempty"`
 	// Restarts counts restarts after crashes on this node.
 	Restarts int `json:"restarts"`
 	// StartedAt is when the container started.

@@ -116,6 +116,10 @@ func (w walker) value(t reflect.Type, path string) error {
 		if _, ok := tok.(string); !ok {
 			return fmt.Errorf("spec: %s: want a string, got %s", path, tokenKind(tok))
 		}
+	case reflect.Bool:
+		if _, ok := tok.(bool); !ok {
+			return fmt.Errorf("spec: %s: want true or false, got %s", path, tokenKind(tok))
+		}
 	case reflect.Int:
 		n, ok := tok.(json.Number)
 		if !ok {

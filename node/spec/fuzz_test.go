@@ -29,6 +29,8 @@ func FuzzDecode(f *testing.F) {
 		``,
 		`{"name":"a","image":"a","ports":[{"published":80,"target":80},{"published":80,"target":81}]}`,
 		"{\"name\":\"a\",\"image\":\"a\xff\"}",
+		`{"name":"a","image":"a","ports":[{"published":80,"target":80,"protocol":"http"}],"balance":{"policy":"maglev","hash_on":"header:X-U","proxy_protocol":false}}`,
+		`{"name":"a","image":"a","balance":{"policy":1}}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -1,7 +1,9 @@
 package spec
 
 // Normalize fills the defaults every node must store identically: port
-// protocol "tcp", network "bridge", and when Health is set an interval of 5s
+// protocol "tcp", network "bridge", when Balance is set policy
+// "least_request" (and hash_on "client_ip" for "maglev"), and when Health
+// is set an interval of 5s
 // and a timeout of min(2s, interval). Empty maps and slices become nil so
 // that a spec survives a JSON round trip unchanged. Nothing is reordered.
 // Normalize does not validate; invalid values are left for Validate to
@@ -25,6 +27,14 @@ func (s *Spec) Normalize() {
 	for i := range s.Ports {
 		if s.Ports[i].Protocol == "" {
 			s.Ports[i].Protocol = ProtocolTCP
+		}
+	}
+	if b := s.Balance; b != nil {
+		if b.Policy == "" {
+			b.Policy = PolicyLeastRequest
+		}
+		if b.Policy == PolicyMaglev && b.HashOn == "" {
+			b.HashOn = HashClientIP
 		}
 	}
 	if h := s.Health; h != nil {

@@ -27,6 +27,25 @@ type Spec struct {
 	Constraints map[string]string `json:"constraints,omitempty"`
 	// Network is "bridge" (the default: own IP, CNI) or "host".
 	Network string `json:"network,omitempty"`
+	// Balance tunes how every node's load balancer spreads the traffic of
+	// the published ports; nil takes the defaults.
+	Balance *Balance `json:"balance,omitempty"`
+}
+
+// Balance is a service's load-balancing settings.
+type Balance struct {
+	// Policy is "least_request" (the default: power of two choices over
+	// requests in flight and latency), "round_robin" or "maglev"
+	// (consistent hashing of HashOn: the same client goes to the same
+	// replica from every node).
+	Policy string `json:"policy,omitempty"`
+	// HashOn is what "maglev" hashes: "client_ip" (the default) or
+	// "header:NAME" (http ports; requests without the header hash the
+	// client IP).
+	HashOn string `json:"hash_on,omitempty"`
+	// ProxyProtocol sends a PROXY protocol v2 header with the client's
+	// address first on every connection to a replica through a tcp port.
+	ProxyProtocol bool `json:"proxy_protocol,omitempty"`
 }
 
 // Port publishes a container port on every node.

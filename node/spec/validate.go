@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -28,6 +29,15 @@ const (
 	ProtocolHTTP  = "http"   // L7 proxying
 	NetworkBridge = "bridge" // own network namespace and IP via CNI, the default
 	NetworkHost   = "host"   // the node's network namespace
+)
+
+// Balancing policies and hash keys.
+const (
+	PolicyLeastRequest = "least_request" // the default
+	PolicyRoundRobin   = "round_robin"
+	PolicyMaglev       = "maglev"
+	HashClientIP       = "client_ip" // the default hash key of maglev
+	HashHeaderPrefix   = "header:"   // followed by a header name
 )
 
 // Problem is one reason a Spec is invalid.
@@ -105,6 +115,9 @@ func (s Spec) Validate() error {
 		validateHealth(&ps, s.Health, len(s.Ports))
 	}
 	validateResources(&ps, s.Resources)
+	if s.Balance != nil {
+		validateBalance(&ps, s.Balance, s.Ports)
+	}
 	for _, k := range sortedKeys(s.Constraints) {
 		if r := labelKeyProblem(k); r != "" {
 			ps.add("constraints", "key %q: %s", k, r)
@@ -209,6 +222,46 @@ func validateHealth(ps *problems, h *Health, nports int) {
 }
 
 func badPathRune(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
+func validateBalance(ps *problems, b *Balance, ports []Port) {
+	policy := b.Policy
+	if policy == "" {
+		policy = PolicyLeastRequest
+	}
+	if policy != PolicyLeastRequest && policy != PolicyRoundRobin && policy != PolicyMaglev {
+		ps.add("balance.policy", "must be %q, %q or %q, got %q", PolicyLeastRequest, PolicyRoundRobin, PolicyMaglev, b.Policy)
+	}
+	if b.HashOn != "" {
+		header, isHeader := strings.CutPrefix(b.HashOn, HashHeaderPrefix)
+		switch {
+		case policy != PolicyMaglev:
+			ps.add("balance.hash_on", "only applies to policy %q", PolicyMaglev)
+		case b.HashOn != HashClientIP && !isHeader:
+			ps.add("balance.hash_on", "must be %q or %q followed by a header name, got %q", HashClientIP, HashHeaderPrefix, b.HashOn)
+		case isHeader && !validToken(header):
+			ps.add("balance.hash_on", "bad header name %q", header)
+		case isHeader && !slices.ContainsFunc(ports, func(p Port) bool { return p.Protocol == ProtocolHTTP }):
+			ps.add("balance.hash_on", "hashing on a header needs an http port")
+		}
+	}
+	if b.ProxyProtocol && !slices.ContainsFunc(ports, func(p Port) bool { return p.Protocol != ProtocolHTTP }) {
+		ps.add("balance.proxy_protocol", "applies to tcp ports; the service has none")
+	}
+}
+
+// validToken reports whether s is an RFC 9110 token (a header name).
+func validToken(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
 
 func validateResources(ps *problems, r Resources) {
 	if math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) || r.CPUs < 0 || r.CPUs > MaxCPUs {

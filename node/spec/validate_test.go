@@ -24,6 +24,14 @@ func validSpec() Spec {
 	}
 }
 
+// withBalance sets a valid Balance that uses every field, then edits it.
+func withBalance(edit func(*Spec)) func(*Spec) {
+	return func(s *Spec) {
+		s.Balance = &Balance{Policy: "maglev", HashOn: "header:X-User", ProxyProtocol: true}
+		edit(s)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -33,6 +41,16 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func(*Spec) {}, "", ""},
 		{"minimal", func(s *Spec) { *s = Spec{Name: "a", Image: "a"} }, "", ""},
+		{"default balance", func(s *Spec) { s.Balance = &Balance{} }, "", ""},
+		{"every balance field", withBalance(func(*Spec) {}), "", ""},
+		{"round robin", func(s *Spec) { s.Balance = &Balance{Policy: "round_robin"} }, "", ""},
+		{"maglev on client ip", func(s *Spec) { s.Balance = &Balance{Policy: "maglev", HashOn: "client_ip"} }, "", ""},
+		{"bad policy", withBalance(func(s *Spec) { s.Balance.Policy, s.Balance.HashOn = "random", "" }), "balance.policy", `got "random"`},
+		{"hash_on without maglev", withBalance(func(s *Spec) { s.Balance.Policy = "round_robin" }), "balance.hash_on", "only applies to policy"},
+		{"bad hash_on", withBalance(func(s *Spec) { s.Balance.HashOn = "cookie:x" }), "balance.hash_on", `got "cookie:x"`},
+		{"bad header name", withBalance(func(s *Spec) { s.Balance.HashOn = "header:X User" }), "balance.hash_on", "bad header name"},
+		{"header hash without http port", withBalance(func(s *Spec) { s.Ports = []Port{{Published: 1, Target: 1}} }), "balance.hash_on", "needs an http port"},
+		{"proxy protocol without tcp port", withBalance(func(s *Spec) { s.Ports = s.Ports[:1] }), "balance.proxy_protocol", "applies to tcp ports"},
 		{"zero replicas", func(s *Spec) { s.Replicas = 0 }, "", ""},
 		{"max replicas", func(s *Spec) { s.Replicas = 1000 }, "", ""},
 		{"too many replicas", func(s *Spec) { s.Replicas = 1001 }, "replicas", "must be between 0 and 1000, got 1001"},

@@ -1,0 +1,190 @@
+package lb
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// serveTCP accepts L4 connections until the listener closes.
+func (l *listener) serveTCP() {
+	defer l.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off as
+			// net/http's Server does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			l.b.log.Warn("lb accept", "port", l.port, "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if !l.track(c) {
+			_ = c.Close()
+			return
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer l.untrack(c)
+			defer c.Close()
+			l.handleTCP(c.(*net.TCPConn))
+		}()
+	}
+}
+
+// handleTCP forwards one client connection.
+func (l *listener) handleTCP(c *net.TCPConn) {
+	l.rm.accepted.Inc()
+	t := l.table.Load()
+	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+	key := hashAddr(client.Addr())
+	up, ep := l.dial(t, key)
+	if up == nil {
+		_ = c.SetLinger(0) // a reset tells the client at once
+		return
+	}
+	l.track(up)
+	defer l.untrack(up)
+	defer up.Close()
+	ep.active.Add(1)
+	ep.m.active.Inc()
+	defer func() {
+		ep.active.Add(-1)
+		ep.m.active.Dec()
+	}()
+	if t.route.ProxyProtocol {
+		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+		if _, err := up.Write(proxyHeader(client, local)); err != nil {
+			l.b.log.Debug("lb proxy header", "service", l.service, "endpoint", ep.key, "err", err)
+			return
+		}
+	}
+	pipe(c, up, l.b.cfg.IdleTimeout)
+}
+
+// dial connects to an endpoint of t, trying up to Config.Attempts of
+// them. It returns nil when none answered.
+func (l *listener) dial(t *table, key uint64) (*net.TCPConn, *endpoint) {
+	var buf [8]*endpoint
+	tried := buf[:0]
+	for attempt := 0; attempt < l.b.cfg.Attempts; attempt++ {
+		ep := t.pick(key, tried)
+		if ep == nil {
+			break
+		}
+		if attempt > 0 {
+			l.rm.retries.Inc()
+		}
+		start := time.Now()
+		c, err := l.b.dialer.DialContext(context.Background(), "tcp", ep.key)
+		if err != nil {
+			kind := classify(err)
+			if ep.fail(kind, time.Now()) {
+				l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", kind.String())
+			}
+			l.b.log.Debug("lb connect failed", "service", l.service, "endpoint", ep.key, "err", err)
+			tried = append(tried, ep)
+			continue
+		}
+		d := time.Since(start)
+		ep.observe(d)
+		ep.succeed()
+		ep.m.latency.Observe(d.Seconds())
+		ep.m.conns.Inc()
+		return c.(*net.TCPConn), ep
+	}
+	if len(tried) == 0 {
+		l.rm.noEndpoint.Inc()
+	} else {
+		l.rm.failed.Inc()
+	}
+	return nil, nil
+}
+
+// copyChunk is how much one splice call may move before the copy loop
+// looks at the clock again.
+const copyChunk = 256 << 10
+
+// pipeState is shared by the two directions of a connection.
+type pipeState struct {
+	last    atomic.Int64 // Unix ns of the last bytes moved either way
+	suspect atomic.Bool  // one direction found the connection idle
+	stop    atomic.Bool  // tear down both directions
+	eof     atomic.Int32 // directions finished by a half-close
+}
+
+// pipe copies a to b and b to a until both directions have ended (each by
+// EOF, passed on as a half-close), one fails, or neither has moved a byte
+// for idle. It does not close a or b.
+func pipe(a, b *net.TCPConn, idle time.Duration) {
+	st := &pipeState{}
+	st.last.Store(time.Now().UnixNano())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		copyHalf(a, b, st, idle) // b -> a
+	}()
+	copyHalf(b, a, st, idle) // a -> b
+	wg.Wait()
+}
+
+// copyHalf copies src to dst with splice, in chunks, so that it can see
+// the clock: each read waits at most a quarter of idle. A direction that
+// saw nothing for a whole window while the connection as a whole has been
+// quiet for idle marks it suspect and makes the other direction check in
+// at once (by expiring its read deadline); the other direction, seeing
+// nothing in its own window either, ends the connection. So an idle
+// connection is closed after idle to 1.25 x idle, and a busy one never.
+func copyHalf(dst, src *net.TCPConn, st *pipeState, idle time.Duration) {
+	tick := max(idle/4, time.Millisecond)
+	past := time.Unix(1, 0)
+	abort := func() {
+		st.stop.Store(true)
+		_ = src.SetDeadline(past) // also ends a write blocked on a slow reader
+		_ = dst.SetDeadline(past)
+	}
+	for !st.stop.Load() {
+		_ = src.SetReadDeadline(time.Now().Add(tick))
+		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: copyChunk})
+		now := time.Now().UnixNano()
+		if n > 0 {
+			st.last.Store(now)
+			st.suspect.Store(false)
+		}
+		switch {
+		case err == nil && n == copyChunk:
+			continue
+		case err == nil: // EOF: pass the half-close on
+			_ = dst.CloseWrite()
+			st.eof.Add(1)
+			return
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			abort() // reset, or the other side is gone
+			return
+		}
+		if st.stop.Load() {
+			return
+		}
+		if n > 0 || time.Duration(now-st.last.Load()) < idle {
+			continue
+		}
+		if st.eof.Load() > 0 || st.suspect.Load() {
+			abort() // the other direction is done or saw nothing either
+			return
+		}
+		st.suspect.Store(true)
+		_ = dst.SetReadDeadline(past) // the other direction reads dst
+	}
+}

@@ -1,0 +1,378 @@
+package lb
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// nameServer answers every connection with its name and a newline.
+func nameServer(name string) func(net.Conn) {
+	return func(c net.Conn) { fmt.Fprintln(c, name) }
+}
+
+// askName connects to addr and returns the first line it gets.
+func askName(addr string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("read: %w", err)
+	}
+	return strings.TrimSpace(line), nil
+}
+
+func TestL4SpreadsOverEndpoints(t *testing.T) {
+	for _, policy := range []string{PolicyLeastRequest, PolicyRoundRobin} {
+		t.Run(policy, func(t *testing.T) {
+			var addrs []netip.AddrPort
+			for i := range 3 {
+				addrs = append(addrs, newTCPBackend(t, nameServer(fmt.Sprint("b", i))).addr)
+			}
+			b, ip := newBalancer(t, 9000, Config{})
+			if p := b.Update([]Route{{Service: "web", Port: 9000, Policy: policy, Endpoints: endpoints(addrs...)}}); len(p) > 0 {
+				t.Fatal(p)
+			}
+			const n = 300
+			count := map[string]int{}
+			for range n {
+				name, err := askName(netip.AddrPortFrom(ip, 9000).String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				count[name]++
+			}
+			// Sequential connections: every endpoint is idle at each pick,
+			// so both policies spread evenly; allow 40% either way.
+			for i := range 3 {
+				got := count[fmt.Sprint("b", i)]
+				if got < n/3*6/10 || got > n/3*14/10 {
+					t.Errorf("backend b%d got %d of %d connections: %v", i, got, n, count)
+				}
+			}
+		})
+	}
+}
+
+func TestL4HalfCloseAndLargeTransfer(t *testing.T) {
+	// The backend reads until the client's half-close, then answers with
+	// the byte count and a checksum, then closes.
+	be := newTCPBackend(t, func(c net.Conn) {
+		var sum uint32
+		n, err := io.Copy(writerFunc(func(p []byte) (int, error) {
+			for _, x := range p {
+				sum = sum*31 + uint32(x)
+			}
+			return len(p), nil
+		}), c)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "%d %d\n", n, sum)
+	})
+	b, ip := newBalancer(t, 9001, Config{})
+	b.Update([]Route{{Service: "sink", Port: 9001, Endpoints: endpoints(be.addr)}})
+	c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9001).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 3<<16) // 3 MiB: several splice chunks
+	var want uint32
+	for _, x := range payload {
+		want = want*31 + uint32(x)
+	}
+	if _, err := c.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp := fmt.Sprintf("%d %d\n", len(payload), want); string(got) != exp {
+		t.Fatalf("answer after half-close = %q, want %q", got, exp)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+func TestL4ProxyProtocolV2(t *testing.T) {
+	type header struct {
+		src, dst netip.AddrPort
+		err      error
+	}
+	got := make(chan header, 1)
+	be := newTCPBackend(t, func(c net.Conn) {
+		h, err := readProxyV2(c)
+		got <- header{h[0], h[1], err}
+		fmt.Fprintln(c, "ok")
+	})
+	b, ip := newBalancer(t, 9002, Config{})
+	b.Update([]Route{{Service: "pp", Port: 9002, ProxyProtocol: true, Endpoints: endpoints(be.addr)}})
+	c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9002).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "ok\n" {
+		t.Fatalf("answer %q, %v", line, err)
+	}
+	h := <-got
+	if h.err != nil {
+		t.Fatal(h.err)
+	}
+	if want := c.LocalAddr().(*net.TCPAddr).AddrPort(); h.src != want {
+		t.Errorf("PROXY source = %v, want the client %v", h.src, want)
+	}
+	if want := netip.AddrPortFrom(ip, 9002); h.dst != want {
+		t.Errorf("PROXY destination = %v, want the listener %v", h.dst, want)
+	}
+}
+
+// readProxyV2 parses a PROXY v2 TCP header as a backend would.
+func readProxyV2(r io.Reader) ([2]netip.AddrPort, error) {
+	var out [2]netip.AddrPort
+	var fixed [16]byte
+	if _, err := io.ReadFull(r, fixed[:]); err != nil {
+		return out, err
+	}
+	if !bytes.Equal(fixed[:12], proxySignature[:]) || fixed[12] != 0x21 {
+		return out, fmt.Errorf("bad signature or command % x", fixed[:13])
+	}
+	body := make([]byte, binary.BigEndian.Uint16(fixed[14:]))
+	if _, err := io.ReadFull(r, body); err != nil {
+		return out, err
+	}
+	switch fixed[13] {
+	case 0x11:
+		if len(body) < 12 {
+			return out, errors.New("short v4 body")
+		}
+		out[0] = netip.AddrPortFrom(netip.AddrFrom4([4]byte(body[0:4])), binary.BigEndian.Uint16(body[8:]))
+		out[1] = netip.AddrPortFrom(netip.AddrFrom4([4]byte(body[4:8])), binary.BigEndian.Uint16(body[10:]))
+	case 0x21:
+		if len(body) < 36 {
+			return out, errors.New("short v6 body")
+		}
+		out[0] = netip.AddrPortFrom(netip.AddrFrom16([16]byte(body[0:16])), binary.BigEndian.Uint16(body[32:]))
+		out[1] = netip.AddrPortFrom(netip.AddrFrom16([16]byte(body[16:32])), binary.BigEndian.Uint16(body[34:]))
+	default:
+		return out, fmt.Errorf("family %#x", fixed[13])
+	}
+	return out, nil
+}
+
+func TestL4RetriesRefusedConnectAndEjects(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	live := newTCPBackend(t, nameServer("live"))
+	dead := closedAddr(t)
+	b, ip := newBalancer(t, 9003, Config{Registerer: reg})
+	b.Update([]Route{{Service: "web", Port: 9003, Policy: PolicyRoundRobin, Endpoints: endpoints(dead, live.addr)}})
+	for i := range 50 {
+		name, err := askName(netip.AddrPortFrom(ip, 9003).String())
+		if err != nil || name != "live" {
+			t.Fatalf("connection %d: %q, %v; want every new connection served by the live endpoint", i, name, err)
+		}
+	}
+	if n := testutil.ToFloat64(b.met.ejections.WithLabelValues("web", "9003", dead.String())); n < 1 {
+		t.Errorf("ejections of the dead endpoint = %v, want at least 1", n)
+	}
+	if n := testutil.ToFloat64(b.met.retries.WithLabelValues("web", "9003")); n < 1 {
+		t.Errorf("retries = %v, want at least 1", n)
+	}
+	// Ejected: most connections no longer try it at all.
+	if n := testutil.ToFloat64(b.met.errs.WithLabelValues("web", "9003", dead.String(), "refused")); n > 10 {
+		t.Errorf("refused connects to the dead endpoint = %v over 50 connections, want it ejected after the first", n)
+	}
+}
+
+func TestL4NoEndpointResets(t *testing.T) {
+	b, ip := newBalancer(t, 9004, Config{})
+	b.Update([]Route{{Service: "empty", Port: 9004}})
+	// The balancer resets the connection: the client sees it at connect
+	// or at the first read.
+	if c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9004).String()); err == nil {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("read succeeded on a service without endpoints")
+		}
+	}
+	if n := testutil.ToFloat64(b.met.errs.WithLabelValues("empty", "9004", "", "no_endpoint")); n != 1 {
+		t.Errorf("no_endpoint errors = %v, want 1", n)
+	}
+}
+
+func TestL4IdleTimeout(t *testing.T) {
+	echo := newTCPBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	b, ip := newBalancer(t, 9005, Config{IdleTimeout: 300 * time.Millisecond})
+	b.Update([]Route{{Service: "echo", Port: 9005, Endpoints: endpoints(echo.addr)}})
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9005).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	// A busy connection (a byte every 50 ms for 1.2 s, four idle
+	// timeouts) stays open.
+	busy := dial()
+	buf := make([]byte, 1)
+	deadline := time.Now().Add(1200 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(deadline) {
+		<-tick.C
+		if _, err := busy.Write([]byte{'x'}); err != nil {
+			t.Fatalf("busy connection: write: %v", err)
+		}
+		_ = busy.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.ReadFull(busy, buf); err != nil {
+			t.Fatalf("busy connection closed: %v", err)
+		}
+	}
+	// An idle one is closed: the read ends with EOF within the deadline.
+	idle := dial()
+	if _, err := idle.Write([]byte{'y'}); err != nil {
+		t.Fatal(err)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(idle, buf); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := idle.Read(buf)
+	if !errors.Is(err, io.EOF) {
+		t.Fatalf("idle connection: read = %v, want EOF from the idle timeout", err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("idle connection closed after %v, before the idle timeout", d)
+	}
+}
+
+func TestL4KilledBackendUnderLoadNoFailedConnects(t *testing.T) {
+	var backends []*tcpBackend
+	var addrs []netip.AddrPort
+	for i := range 3 {
+		be := newTCPBackend(t, nameServer(fmt.Sprint("b", i)))
+		backends = append(backends, be)
+		addrs = append(addrs, be.addr)
+	}
+	b, ip := newBalancer(t, 9006, Config{})
+	b.Update([]Route{{Service: "web", Port: 9006, Endpoints: endpoints(addrs...)}})
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := askName(netip.AddrPortFrom(ip, 9006).String()); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	poll(t, 10*time.Second, "200 connections", func() bool { return ok.Load() >= 200 })
+	backends[1].kill() // dies under load; the agent has not noticed yet
+	before := ok.Load()
+	poll(t, 10*time.Second, "500 more connections", func() bool { return ok.Load() >= before+500 })
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d new connections failed (first: %v)", n, n+ok.Load(), firstErr.Load())
+	}
+}
+
+func TestListenersFollowUpdates(t *testing.T) {
+	be := newTCPBackend(t, nameServer("x"))
+	b, ip := newBalancer(t, 9007, Config{})
+	addr := netip.AddrPortFrom(ip, 9007).String()
+	if p := b.Update([]Route{{Service: "a", Port: 9007, Endpoints: endpoints(be.addr)}}); len(p) != 0 {
+		t.Fatal(p)
+	}
+	if name, err := askName(addr); err != nil || name != "x" {
+		t.Fatalf("served: %q, %v", name, err)
+	}
+	// Scaled to zero: the port stays, without endpoints.
+	b.Update([]Route{{Service: "a", Port: 9007}})
+	if _, err := askName(addr); err == nil {
+		t.Fatal("a service scaled to 0 still answered")
+	}
+	if got := b.Ports(); len(got) != 1 || got[0] != 9007 {
+		t.Fatalf("ports after scale to 0 = %v, want [9007]", got)
+	}
+	// Deleted: the port closes.
+	b.Update(nil)
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Fatal("the listener of a deleted service still accepts")
+	}
+	if got := b.Ports(); len(got) != 0 {
+		t.Fatalf("ports after delete = %v", got)
+	}
+	// Two services on one port: the one already served keeps it.
+	b.Update([]Route{{Service: "a", Port: 9007, Endpoints: endpoints(be.addr)}})
+	p := b.Update([]Route{{Service: "b", Port: 9007}, {Service: "a", Port: 9007, Endpoints: endpoints(be.addr)}})
+	if len(p) != 1 || p[0].Service != "b" || !errors.Is(p[0].Err, ErrPortTaken) {
+		t.Fatalf("problems = %v, want service b's port taken", p)
+	}
+	if name, err := askName(addr); err != nil || name != "x" {
+		t.Fatalf("service a lost its port to a clash: %q, %v", name, err)
+	}
+	// A port another process holds is a problem, not a crash, and is
+	// taken once free.
+	other, err := net.Listen("tcp", netip.AddrPortFrom(ip, 9008).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := []Route{{Service: "a", Port: 9007, Endpoints: endpoints(be.addr)}, {Service: "c", Port: 9008, Endpoints: endpoints(be.addr)}}
+	p = b.Update(routes)
+	if len(p) != 1 || p[0].Service != "c" || !strings.Contains(p[0].Error(), "address already in use") {
+		t.Fatalf("problems = %v, want service c: address already in use", p)
+	}
+	if len(b.Problems()) != 1 {
+		t.Errorf("Problems() = %v", b.Problems())
+	}
+	other.Close()
+	if p := b.Update(routes); len(p) != 0 {
+		t.Fatalf("after the port was freed: %v", p)
+	}
+	if name, err := askName(netip.AddrPortFrom(ip, 9008).String()); err != nil || name != "x" {
+		t.Fatalf("service c: %q, %v", name, err)
+	}
+}
