@@ -146,15 +146,17 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 	}
 
 	// The routing mesh: every node's load balancer serves both published
-	// ports (L7 on 18080, L4 on 18081) and spreads requests over the
-	// replicas of every node.
+	// ports (L7 on 18080, L4 on 18081) and spreads requests (L7) and
+	// connections (L4: one per request here) over the replicas of every
+	// node.
+	oneShot := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, n := range c.Nodes {
 		for _, port := range []int{18080, 18081} {
 			url := fmt.Sprintf("http://%s:%d/", n.Addr, port)
 			seen := map[string]int{}
 			c.Eventually(30*time.Second, func() error {
 				for range 30 {
-					resp, err := http.Get(url)
+					resp, err := oneShot.Get(url)
 					if err != nil {
 						return err
 					}

@@ -3,7 +3,9 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -85,4 +87,118 @@ func TestPublishedPortsAreServedAndClashesReported(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestMeshDropsDeadNodeEndpoints runs a service on three in-process nodes
+// with the fake runtime in host networking, and stands a real TCP server
+// in for each replica on its endpoint. Every node's load balancer reaches
+// all three; when a node crashes, the others stop routing to its endpoint
+// on the membership event, although the endpoint itself still answers.
+func TestMeshDropsDeadNodeEndpoints(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 3})
+	ctx := context.Background()
+	s := spec.Spec{Name: "echo", Image: "demo:1", Replicas: 3, Network: "host",
+		Ports: []spec.Port{{Published: 18095, Target: 9000}}}
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]bool{}
+	c.Eventually(30*time.Second, func() error {
+		reps, err := c.Nodes[0].Client.Replicas(ctx, "echo")
+		if err != nil {
+			return err
+		}
+		for _, r := range reps {
+			ep := r.Endpoints[9000]
+			if !r.Healthy || ep == "" || ep != r.Endpoint {
+				return fmt.Errorf("replica %d on %s: healthy=%v endpoints %v", r.Slot, r.Node, r.Healthy, r.Endpoints)
+			}
+			if served[ep] {
+				continue
+			}
+			ln, err := net.Listen("tcp", ep)
+			if err != nil {
+				return fmt.Errorf("standing in for %s: %w", ep, err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func(name string) {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					fmt.Fprintln(conn, name)
+					conn.Close()
+				}
+			}(r.Node)
+			served[ep] = true
+		}
+		if len(served) != 3 {
+			return fmt.Errorf("%d replicas", len(served))
+		}
+		return nil
+	})
+	ask := func(n *testenv.Node) (string, error) {
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.Addr, 18095).String(), time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		var name string
+		_, err = fmt.Fscanln(conn, &name)
+		return name, err
+	}
+	for _, n := range c.Nodes {
+		seen := map[string]bool{}
+		c.Eventually(10*time.Second, func() error {
+			for range 30 {
+				name, err := ask(n)
+				if err != nil {
+					return err
+				}
+				seen[name] = true
+			}
+			if len(seen) != 3 {
+				return fmt.Errorf("%s's load balancer reached %v", n.Name, seen)
+			}
+			return nil
+		})
+	}
+	dead := c.Nodes[2]
+	if err := dead.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Once the others see it fail, 60 connections in a row through each
+	// survivor avoid it; every connection succeeds meanwhile (the new
+	// owner's replica has no stand-in yet: its connects are refused and
+	// retried elsewhere).
+	for _, n := range c.Nodes[:2] {
+		c.Eventually(30*time.Second, func() error {
+			for range 60 {
+				name, err := ask(n)
+				if err != nil {
+					t.Fatalf("through %s: %v", n.Name, err)
+				}
+				if name == dead.Name {
+					return fmt.Errorf("%s still routes to the dead node", n.Name)
+				}
+			}
+			return nil
+		})
+	}
+	// The balancer's series are on the API's /metrics.
+	var metrics string
+	resp, err := http.Get("http://" + c.Nodes[0].Agent().APIAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics = string(b)
+	for _, want := range []string{`shoal_lb_connections_total{endpoint="",port="18095",service="echo"}`, `shoal_lb_latency_seconds_bucket{endpoint=`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
