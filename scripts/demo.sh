@@ -123,6 +123,15 @@ for ep in $(cli 1 ps web -o json | grep -o '"endpoint": *"[^"]*"' | cut -d'"' -f
 	echo "curl http://$ep/ -> $(curl -fsS "http://$ep/")"
 done
 echo
+echo "== the routing mesh: every node serves published port 8080 and spreads requests over all replicas"
+mesh_ready() { curl -fsS -o /dev/null "http://$(addr "$nodes"):8080/"; }
+wait_for 30 mesh_ready
+for i in $(seq 1 "$nodes"); do
+	for _ in 1 2 3; do
+		echo "curl http://$(addr "$i"):8080/ -> $(curl -fsS "http://$(addr "$i"):8080/")"
+	done
+done
+echo
 echo "== shoal placement web --slot 0 --explain"
 cli 1 placement web --slot 0 --explain
 echo
@@ -130,7 +139,8 @@ echo "The cluster is up. Try, from another shell:"
 echo "  $shoal --addr $(addr 1):7070 ps"
 echo "  $shoal --addr $(addr 2):7070 scale web 5 && $shoal --addr $(addr 3):7070 ps"
 echo "  $shoal --addr $(addr 1):7070 logs web"
-echo "Logs are in $dir/node-*.log. (The load balancer on the published port comes with the next issue.)"
+echo "  curl http://$(addr 2):8080/   # any node, any replica"
+echo "Logs are in $dir/node-*.log."
 if [ "$once" = 1 ]; then
 	exit 0
 fi
