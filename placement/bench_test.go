@@ -156,7 +156,7 @@ func TestChurnReport(t *testing.T) {
 		t.Skip("report; run with -v")
 	}
 	ns, ss := benchCluster()
-	for _, eps := range []float64{0.25, 0.1} {
+	for _, eps := range []float64{0.25, 0.1, 0.5, 1} {
 		opts := Options{Epsilon: eps}
 		jm, jw := joinChurn(ns, ss, opts, 5)
 		lm, lw := leaveChurn(ns, ss, opts, 5)
@@ -178,13 +178,13 @@ func TestChurnReport(t *testing.T) {
 }
 
 // TestLoadHistogram prints the histogram of slots per node at 10k slots /
-// 1k nodes for ε = 0.25 and 0.1. It runs only with -v.
+// 1k nodes for ε = 0.25, 0.1, 0.5 and 1. It runs only with -v.
 func TestLoadHistogram(t *testing.T) {
 	if !testing.Verbose() || testing.Short() {
 		t.Skip("report; run with -v")
 	}
 	ns, ss := benchCluster()
-	for _, eps := range []float64{0.25, 0.1} {
+	for _, eps := range []float64{0.25, 0.1, 0.5, 1} {
 		r := Compute(ns, ss, Options{Epsilon: eps})
 		hist := map[int]int{}
 		maxLoad := 0
