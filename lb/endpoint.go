@@ -22,7 +22,7 @@ const (
 	ewmaAlpha            = 0.3
 	ewmaDecay            = 5 * time.Second  // an endpoint not chosen for this long looks 1/e as slow
 	costTolerance        = 0.5              // costs within 2x count as equal
-	latencyFloor         = time.Millisecond // latency differences below it are noise
+	latencyFloor         = 5 * time.Millisecond // latency differences below it are noise
 	successesToForgiveEj = 20
 )
 
@@ -116,15 +116,20 @@ func (k failKind) String() string {
 	return "other"
 }
 
+// isTimeout reports whether err is a timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
 // classify maps a dial or round-trip error to a failKind.
 func classify(err error) failKind {
-	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
 		errors.Is(err, syscall.ECONNABORTED):
 		return failRefused
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout(),
+	case isTimeout(err),
 		// Closed without an answer: a broken endpoint, or a keep-alive
 		// race now and then; so it counts like a timeout.
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

@@ -170,7 +170,7 @@ func (l *listener) proxyError(w http.ResponseWriter, r *http.Request, err error)
 	switch {
 	case errors.Is(err, errNoEndpoint):
 		code = http.StatusServiceUnavailable
-	case classify(err) == failTimeout:
+	case isTimeout(err):
 		code = http.StatusGatewayTimeout
 	}
 	l.rm.failed.Inc()

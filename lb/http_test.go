@@ -127,7 +127,9 @@ func TestHTTPBalancesRequestsOverPooledConnections(t *testing.T) {
 		addrs = append(addrs, be.addr)
 	}
 	b, ip := newBalancer(t, 9101, Config{})
-	b.Update([]Route{httpRoute("web", 9101, "", addrs...)})
+	// Round robin, so that the spread is exact whatever the latencies;
+	// the other policies pick per request the same way.
+	b.Update([]Route{httpRoute("web", 9101, PolicyRoundRobin, addrs...)})
 	url := "http://" + netip.AddrPortFrom(ip, 9101).String() + "/"
 	client := &http.Client{Transport: &http.Transport{}} // one keep-alive connection
 	defer client.CloseIdleConnections()
@@ -141,7 +143,7 @@ func TestHTTPBalancesRequestsOverPooledConnections(t *testing.T) {
 		count[body]++
 	}
 	for i, h := range hs {
-		if c := count[h.name]; c < n/3*6/10 || c > n/3*14/10 {
+		if c := count[h.name]; c != n/3 {
 			t.Errorf("b%d answered %d of %d requests over one client connection: %v", i, c, n, count)
 		}
 		if c := h.conns.Load(); c > 2 {

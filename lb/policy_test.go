@@ -26,7 +26,7 @@ func TestLeastRequestAvoidsBusyAndSlowEndpoints(t *testing.T) {
 	tb := newTable(Route{Policy: PolicyLeastRequest}, slices.Clone(eps))
 	eps[0].active.Store(10) // busy
 	for range 30 {
-		eps[1].observe(100 * time.Millisecond) // slow
+		eps[1].observe(300 * time.Millisecond) // slow
 	}
 	for _, e := range eps[2:] {
 		e.observe(2 * time.Millisecond)
@@ -35,8 +35,8 @@ func TestLeastRequestAvoidsBusyAndSlowEndpoints(t *testing.T) {
 	for range 4000 {
 		count[tb.pick(0, nil)]++
 	}
-	// P2C draws one of the 6 pairs: the slow endpoint (100 ms) loses every
-	// one of its pairs, the busy one (11 x 1 ms) wins only against the
+	// P2C draws one of the 6 pairs: the slow endpoint (300 ms) loses every
+	// one of its pairs, the busy one (11 x 5 ms, the floor) wins only against the
 	// slow one (1 pair in 6), the idle fast ones win the rest.
 	if count[eps[1]] != 0 {
 		t.Errorf("slow endpoint got %d picks, want 0", count[eps[1]])
