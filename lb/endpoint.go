@@ -20,8 +20,8 @@ const (
 	timeoutsToEject      = 3
 	serverErrorsToEject  = 5
 	ewmaAlpha            = 0.3
-	ewmaDecay            = 5 * time.Second  // an endpoint not chosen for this long looks 1/e as slow
-	costTolerance        = 0.5              // costs within 2x count as equal
+	ewmaDecay            = 5 * time.Second      // an endpoint not chosen for this long looks 1/e as slow
+	costTolerance        = 0.5                  // costs within 2x count as equal
 	latencyFloor         = 5 * time.Millisecond // latency differences below it are noise
 	successesToForgiveEj = 20
 )
