@@ -60,6 +60,11 @@ func (l *listener) startHTTP() {
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          log.New(io.Discard, "", 0),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				l.rm.accepted.Inc()
+			}
+		},
 	}
 	l.wg.Add(1)
 	go func() {
@@ -73,7 +78,6 @@ func (l *listener) startHTTP() {
 // handler stamps each request with its table and hash key.
 func (l *listener) handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		l.rm.accepted.Inc()
 		l.budget.deposit()
 		t := l.table.Load()
 		client, _ := netip.ParseAddrPort(r.RemoteAddr)
