@@ -113,6 +113,8 @@ func FuzzDecodeStatusRequest(f *testing.F) {
 		`{"op":"push"}`, `{"op":"push","doc":{"node":"n","version":0}}`, `{"op":"nope"}`, `{}`, `[]`, `null`, "\x00",
 		`{"op":"push","doc":{"node":"n","version":1,"replicas":[{"service":"web","slot":0,"node":"n","state":"running","endpoint":"x"}]}}`,
 		`{"docs":[{"node":"n","version":1,"replicas":[{"service":"w","slot":1e9,"node":"n","state":"running"}]}]}`,
+		`{"op":"push","doc":{"node":"n","version":1,"replicas":[{"service":"web","slot":0,"node":"n","state":"running","endpoints":{"0":"10.0.0.1:1"}}]}}`,
+		`{"op":"push","doc":{"node":"n","version":1,"replicas":[{"service":"web","slot":0,"node":"n","state":"running","endpoints":{"x":"10.0.0.1:1"}}]}}`,
 	} {
 		f.Add([]byte(s))
 	}
