@@ -65,6 +65,7 @@ SHOAL_TOKEN.`,
 		newDemoServerCmd(g),
 		newKeygenCmd(g),
 		newVersionCmd(g),
+		newDevCmd(g),
 	)
 	return root
 }
