@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The main job: builds shoal, starts a private containerd and a local
-# N-node cluster on loopback (127.0.10.1, .2, ... with the default ports,
-# each node with its own containerd namespace, bridge and subnet), builds
-# and loads the demo image, runs a 3-replica demo service, and shows every
-# replica answering. The cluster keeps running until Ctrl-C (or tears down
-# after the tour with --once), and cleans up after itself: services,
-# containers, agents, containerd, bridges.
+# The main job: installs what is missing, builds shoal, starts a local
+# multi-host cluster with `shoal dev up` (N hosts, each a network namespace
+# with its own address on a bridge, running a real `shoal agent`; a private
+# containerd), loads the demo image on every host, runs a 3-replica demo
+# service on published port 8080, curls it through every host, then kills a
+# host (SIGKILL of its agent and containers) and shows the replacement
+# starting elsewhere while the answers continue. The cluster keeps running
+# until Ctrl-C (or is torn down after the tour with --once); either way
+# `shoal dev down` removes every namespace, link, rule, container and
+# process it made.
 #
-# Usage: scripts/demo.sh [--nodes N] [--once]
+# Usage: scripts/demo.sh [--nodes N] [--once]   (root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -22,57 +25,35 @@ while [ $# -gt 0 ]; do
 	esac
 done
 if [ "$(id -u)" != 0 ]; then
-	echo "demo: run as root (containers need it)" >&2
+	echo "demo: run as root (namespaces and containers need it)" >&2
 	exit 1
+fi
+if [ "$nodes" -lt 2 ]; then
+	echo "demo: --nodes must be at least 2 (one is killed)" >&2
+	exit 2
 fi
 
 scripts/install-deps.sh
-mkdir -p bin
+mkdir -p bin .dev
 CGO_ENABLED=0 go build -o bin/shoal ./cmd/shoal
 shoal=$PWD/bin/shoal
-
 dir=$PWD/.dev/demo
-rm -rf "$dir"
-mkdir -p "$dir"
-ctd_pid=""
-pids=()
-addr() { echo "127.0.10.$1"; }
-cli() { "$shoal" --addr "$(addr "$1"):7070" "${@:2}"; }
+dev() { "$shoal" dev --dir "$dir" "$@"; }
 
+if [ -f "$dir/state.json" ]; then
+	echo "== removing the cluster an earlier demo left"
+	dev down || true
+fi
+rm -rf "$dir"
+loader_pid=""
 cleanup() {
 	echo
-	echo "== tearing down"
-	if [ ${#pids[@]} -gt 0 ]; then
-		cli 1 rm web >/dev/null 2>&1 || true
-		deadline=$((SECONDS + 30))
-		while [ -n "$(cli 1 ps -o json 2>/dev/null | grep '"service"' || true)" ] && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
-	fi
-	for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	if [ -n "$ctd_pid" ]; then
-		pkill -f "containerd-shim.*-address $dir/containerd/containerd.sock" 2>/dev/null || true
-		kill -TERM "$ctd_pid" 2>/dev/null || true
-		wait "$ctd_pid" 2>/dev/null || true
-		grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-	fi
-	for i in $(seq 1 "$nodes"); do ip link del "shoal-demo$i" 2>/dev/null || true; done
+	echo "== tearing down: shoal dev down"
+	[ -n "$loader_pid" ] && kill "$loader_pid" 2>/dev/null || true
+	dev down || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-echo "== starting a private containerd under $dir/containerd"
-mkdir -p "$dir/containerd"
-cat >"$dir/containerd/config.toml" <<TOML
-version = 2
-root = "$dir/containerd/root"
-state = "$dir/containerd/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$dir/containerd/containerd.sock"
-TOML
-containerd --config "$dir/containerd/config.toml" >"$dir/containerd.log" 2>&1 &
-ctd_pid=$!
-sock=$dir/containerd/containerd.sock
 
 wait_for() { # wait_for SECONDS CMD...: poll until CMD succeeds
 	local deadline=$((SECONDS + $1)); shift
@@ -81,68 +62,81 @@ wait_for() { # wait_for SECONDS CMD...: poll until CMD succeeds
 		sleep 0.2
 	done
 }
-wait_for 30 ctr --address "$sock" version
 
-key=$("$shoal" keygen)
-for i in $(seq 1 "$nodes"); do
-	ip=$(addr "$i")
-	join=()
-	[ "$i" -gt 1 ] && join=(--join "$(addr 1):7946")
-	"$shoal" agent --name "node-$i" --data-dir "$dir/node-$i" --bind "$ip" \
-		--api "$ip:7070" --encrypt "$key" --profile local --label "zone=z$(((i - 1) % 2))" \
-		--containerd "$sock" --namespace "demo-node-$i" --bridge "shoal-demo$i" --subnet "10.213.$i.0/24" \
-		"${join[@]}" >"$dir/node-$i.log" 2>&1 &
-	pids+=($!)
-done
-all_ready() {
-	[ "$(cli 1 nodes -o json | grep -c '"ready": true')" -eq "$nodes" ]
-}
-wait_for 60 all_ready
-
-echo "== shoal nodes (asked of node-1)"
-cli 1 nodes
+echo "== shoal image build-demo"
+"$shoal" image build-demo -o .dev/shoal-demo.tar
 echo
-echo "== shoal image build-demo, and shoal image load on every node"
-"$shoal" image build-demo -o "$dir/shoal-demo.tar"
-for i in $(seq 1 "$nodes"); do cli "$i" image load "$dir/shoal-demo.tar" >/dev/null; done
-cli 1 image ls
+echo "== shoal dev up --nodes $nodes (loads the demo image on every host)"
+dev up --nodes "$nodes" --image "$PWD/.dev/shoal-demo.tar"
+SHOAL_ADDR=$(dev addr 1)
+SHOAL_TOKEN=$(dev token)
+export SHOAL_ADDR SHOAL_TOKEN
+mapfile -t addrs < <(dev ls -o json | grep -o '"address": *"[^"]*"' | cut -d'"' -f4)
 echo
-echo "== shoal run web on node-$nodes"
-cli "$nodes" run web --image shoal-demo:latest --replicas 3 \
+echo "== shoal nodes"
+"$shoal" nodes
+echo
+echo "== shoal run web (3 replicas, published port 8080, HTTP health check)"
+"$shoal" run web --image shoal-demo:latest --replicas 3 \
 	--publish 8080:8080/http --health-http /healthz --env GREETING=hello
-echo
-all_healthy() {
-	[ "$(cli 1 ps web -o json | grep -c '"healthy": true')" -eq 3 ]
+healthy() { # healthy N [NOT_ON_HOST]: N healthy replicas, none on NOT_ON_HOST
+	local json
+	json=$("$shoal" ps web -o json)
+	[ "$(grep -c '"healthy": true' <<<"$json")" -eq "$1" ] || return 1
+	[ -z "${2:-}" ] || ! grep -q "\"node\": \"$2\"" <<<"$json"
 }
-wait_for 120 all_healthy
-echo "== shoal ps (asked of node-1)"
-cli 1 ps
+wait_for 120 healthy 3
+"$shoal" ps
 echo
-echo "== every replica answers on its endpoint"
-for ep in $(cli 1 ps web -o json | grep -o '"endpoint": *"[^"]*"' | cut -d'"' -f4); do
-	echo "curl http://$ep/ -> $(curl -fsS "http://$ep/")"
-done
-echo
-echo "== the routing mesh: every node serves published port 8080 and spreads requests over all replicas"
-mesh_ready() { curl -fsS -o /dev/null "http://$(addr "$nodes"):8080/"; }
-wait_for 30 mesh_ready
-for i in $(seq 1 "$nodes"); do
-	for _ in 1 2 3; do
-		echo "curl http://$(addr "$i"):8080/ -> $(curl -fsS "http://$(addr "$i"):8080/")"
+echo "== the routing mesh: every host serves port 8080 and spreads requests over all replicas"
+wait_for 30 curl -fsS -o /dev/null "http://${addrs[0]}:8080/"
+for a in "${addrs[@]}"; do
+	for _ in 1 2; do
+		echo "curl http://$a:8080/ -> $(curl -fsS "http://$a:8080/")"
 	done
 done
 echo
 echo "== shoal placement web --slot 0 --explain"
-cli 1 placement web --slot 0 --explain
+"$shoal" placement web --slot 0 --explain
+echo
+# Steady load on host-1's load balancer while host-2 crashes.
+log=$dir/load.log
+(
+	while true; do
+		out=$(curl -sS --max-time 2 "http://${addrs[0]}:8080/" 2>&1) && echo "ok $(grep -o '"node":"[^"]*"' <<<"$out")" || echo "FAILED $out"
+		sleep 0.05
+	done
+) >"$log" &
+loader_pid=$!
+sleep 1
+echo "== shoal dev kill host-2 (a crash: its agent and containers get SIGKILL)"
+start=$(date +%s%N)
+dev kill host-2
+wait_for 60 healthy 3 host-2
+took=$((($(date +%s%N) - start) / 1000000))
+sleep 1
+kill "$loader_pid" 2>/dev/null || true
+wait "$loader_pid" 2>/dev/null || true
+loader_pid=""
+echo "host-2's replica runs healthy on another host ${took} ms after the kill:"
+"$shoal" ps
+echo "requests through host-1 during the kill: $(grep -c '^ok' "$log") answered, $(grep -c '^FAILED' "$log") failed; the last answers came from:"
+tail -n 3 "$log"
+echo
+echo "== shoal dev start host-2 (it rejoins with its data dir)"
+dev start host-2
+"$shoal" nodes
+echo
+dev ls
 echo
 echo "The cluster is up. Try, from another shell:"
-echo "  $shoal --addr $(addr 1):7070 ps"
-echo "  $shoal --addr $(addr 2):7070 scale web 5 && $shoal --addr $(addr 3):7070 ps"
-echo "  $shoal --addr $(addr 1):7070 logs web"
-echo "  curl http://$(addr 2):8080/   # any node, any replica"
-echo "Logs are in $dir/node-*.log."
+echo "  export SHOAL_ADDR=$SHOAL_ADDR SHOAL_TOKEN=$SHOAL_TOKEN"
+echo "  $shoal ps; $shoal scale web 5; $shoal logs web"
+echo "  curl http://${addrs[1]}:8080/                     # any host, any replica"
+echo "  $shoal dev --dir $dir partition 1 2,3; $shoal dev --dir $dir heal"
+echo "Agent logs are in $dir/host-*.log."
 if [ "$once" = 1 ]; then
 	exit 0
 fi
 echo "Ctrl-C stops the cluster and removes everything it made."
-wait "${pids[@]}"
+while true; do sleep 3600; done
