@@ -30,7 +30,7 @@ var (
 )
 
 // shoalBinary builds cmd/shoal once per test run.
-func shoalBinary(t *testing.T) string {
+func shoalBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "shoal-bin-")
@@ -206,7 +206,7 @@ func TestAgentRefusesBadStarts(t *testing.T) {
 		{"bad bind", []string{"--bind", "nowhere"}, "--bind"},
 		{"bad key", []string{"--encrypt", "c2hvcnQ="}, "--encrypt"},
 		{"bad label", []string{"--label", "zone"}, "--label"},
-		{"bad profile", []string{"--profile", "fast"}, "--profile"},
+		{"bad profile", []string{"--profile", "turbo"}, "--profile"},
 		{"bad name", []string{"--name", "Node_1"}, "name"},
 	}
 	for _, tc := range cases {
