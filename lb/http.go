@@ -145,12 +145,15 @@ func forwardedNode(remote string) string {
 	return a.String()
 }
 
+// forwardedEscaper escapes a quoted-string's specials.
+var forwardedEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+
 // quoteForwarded quotes a value unless it is an RFC 7230 token.
 func quoteForwarded(v string) string {
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+			return `"` + forwardedEscaper.Replace(v) + `"`
 		}
 	}
 	return v
