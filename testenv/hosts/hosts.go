@@ -276,7 +276,10 @@ func (s *State) makeHost(h *Host) error {
 // agentArgs are host i's `shoal agent` arguments.
 func (s *State) agentArgs(i int, extra []string) []string {
 	h := &s.Hosts[i]
-	args := []string{"netns", "exec", h.NetNS, s.Binary, "agent",
+	// nsenter --net, not `ip netns exec`: the latter also enters a new
+	// mount namespace, and the agent's network namespaces (bind mounts
+	// under its data dir) must be visible to containerd and runc.
+	args := []string{"--net=/run/netns/" + h.NetNS, "--", s.Binary, "agent",
 		"--name", h.Name, "--data-dir", h.DataDir,
 		"--bind", h.Addr.String(), "--api", netip.AddrPortFrom(h.Addr, 7070).String(),
 		"--token", s.Token, "--profile", s.Profile,
@@ -302,14 +305,14 @@ func (s *State) startAgent(i int, extra []string) error {
 	} else if err := writeArgs(h.DataDir, extra); err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", s.agentArgs(i, extra)...)
+	cmd := exec.Command("nsenter", s.agentArgs(i, extra)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("hosts: start %s: %w", h.Name, err)
 	}
 	h.PID, h.Paused = cmd.Process.Pid, false
-	// `ip netns exec` execs the agent: the PID is the agent's. Reap it
+	// nsenter execs the agent: the PID is the agent's. Reap it
 	// in the background while this process lives.
 	go func() { _ = cmd.Wait() }()
 	return nil
