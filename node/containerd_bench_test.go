@@ -92,7 +92,7 @@ func BenchmarkSlotToHealthy(b *testing.B) {
 			ln.Close()
 			id := fmt.Sprintf("ctr-bench-%d", i)
 			ctr := func(args ...string) *exec.Cmd {
-				return exec.Command("ctr", append([]string{"--address", sock, "--namespace", "e2e-" + n.Name}, args...)...)
+				return exec.Command("ctr", append([]string{"--address", sock, "--namespace", e2eNamespace(n)}, args...)...)
 			}
 			start := time.Now()
 			if out, err := ctr("run", "-d", "--net-host", "--env", fmt.Sprintf("PORT=%d", port), "docker.io/library/shoal-demo:latest", id).CombinedOutput(); err != nil {

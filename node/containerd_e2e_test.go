@@ -53,7 +53,7 @@ func containerdCluster(t testing.TB, n int) (*testenv.Cluster, []*ctrd.Driver, s
 			bridge := fmt.Sprintf("se%d-%d", tag, node.Index)
 			d, err := ctrd.New(context.Background(), ctrd.Config{
 				Socket:    sock,
-				Namespace: "e2e-" + node.Name,
+				Namespace: e2eNamespace(node),
 				Node:      node.Name,
 				DataDir:   filepath.Join(node.DataDir, "runtime"),
 				Bridge:    bridge,
@@ -74,6 +74,11 @@ func containerdCluster(t testing.TB, n int) (*testenv.Cluster, []*ctrd.Driver, s
 	})
 	return c, drivers, sock
 }
+
+// e2eNamespace is a node's containerd namespace: per test process, since
+// runc keeps its state under /run/containerd/runc/<namespace> whatever the
+// daemon, and two test processes with private daemons would share it.
+func e2eNamespace(n *testenv.Node) string { return fmt.Sprintf("e2e-%d-%s", os.Getpid(), n.Name) }
 
 func TestServiceRunsOnContainerd(t *testing.T) {
 	c, drivers, _ := containerdCluster(t, 3)

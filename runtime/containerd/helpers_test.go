@@ -186,7 +186,10 @@ func newEnv(t *testing.T) *env {
 	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(128 + rand.IntN(127)), 0}), 24)
 	cfg := containerd.Config{
 		Socket:    socket,
-		Namespace: "shoaltest",
+		// Per test process: runc keeps its state under
+		// /run/containerd/runc/<namespace> whatever the daemon, so two test
+		// processes with private daemons would share it.
+		Namespace: fmt.Sprintf("shoaltest-%d", os.Getpid()),
 		Node:      "n1",
 		DataDir:   t.TempDir(),
 		Bridge:    bridge,
