@@ -47,11 +47,11 @@ func TestPresets(t *testing.T) {
 }
 
 func TestProfileConfigUnknown(t *testing.T) {
-	_, err := ProfileConfig("fast")
+	_, err := ProfileConfig("turbo")
 	if !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("error = %v, want ErrInvalidConfig", err)
 	}
-	for _, name := range []string{`"fast"`, `"lan"`, `"wan"`, `"local"`} {
+	for _, name := range []string{`"turbo"`, `"lan"`, `"wan"`, `"local"`, `"fast"`} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not mention %s", err, name)
 		}
