@@ -28,7 +28,7 @@ import (
 // the survivors), while a client sends HTTP requests through a survivor's
 // load balancer every 10 ms. The killed host is started again between
 // iterations, and the cluster settles before the next kill. The gossip
-// profile is $SHOAL_BENCH_PROFILE (default "local"). Run it with a count:
+// profile is $SHOAL_BENCH_PROFILE (default "fast"). Run it with a count:
 //
 //	go test ./cmd/shoal -run '^$' -bench Failover -benchtime 20x -timeout 30m
 func BenchmarkFailover(b *testing.B) {
@@ -38,7 +38,7 @@ func BenchmarkFailover(b *testing.B) {
 	ctx := context.Background()
 	profile := os.Getenv("SHOAL_BENCH_PROFILE")
 	if profile == "" {
-		profile = "local"
+		profile = "fast"
 	}
 	s, err := hosts.Up(ctx, hosts.Options{Nodes: 5, Dir: filepath.Join(b.TempDir(), "dev"), Binary: bin, Profile: profile})
 	if err != nil {

@@ -81,7 +81,7 @@ type Options struct {
 	// Containerd is the socket to use; "" starts a private daemon under
 	// Dir.
 	Containerd string
-	// Profile is the gossip profile (default "local").
+	// Profile is the gossip profile (default "fast": the hosts are a LAN).
 	Profile string
 	// AgentArgs are extra `shoal agent` flags for every host.
 	AgentArgs []string
@@ -152,7 +152,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 	s := &State{
 		ID: id, Dir: dir, Binary: bin, Bridge: "shd" + id, Subnet: subnet,
 		BridgeAddr: subnet.Addr().Next(), Containerd: opts.Containerd,
-		Token: randomHex(16), Profile: cmpOr(opts.Profile, "local"),
+		Token: randomHex(16), Profile: cmpOr(opts.Profile, "fast"),
 	}
 	// Saved first, so that Down can clean up after a failed Up.
 	if err := s.Save(); err != nil {
