@@ -185,7 +185,7 @@ func newEnv(t *testing.T) *env {
 	// A random /24 in 10.213.128.0/17, away from the default subnet.
 	subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(128 + rand.IntN(127)), 0}), 24)
 	cfg := containerd.Config{
-		Socket:    socket,
+		Socket: socket,
 		// Per test process: runc keeps its state under
 		// /run/containerd/runc/<namespace> whatever the daemon, so two test
 		// processes with private daemons would share it.
