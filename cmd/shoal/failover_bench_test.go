@@ -101,11 +101,13 @@ func BenchmarkFailover(b *testing.B) {
 	}
 	waitUntil := func(what string, timeout time.Duration, cond func() bool) time.Time {
 		deadline := time.Now().Add(timeout)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
 		for !cond() {
 			if time.Now().After(deadline) {
 				b.Fatalf("timed out after %v waiting for %s", timeout, what)
 			}
-			time.Sleep(10 * time.Millisecond)
+			<-tick.C
 		}
 		return time.Now()
 	}
