@@ -90,6 +90,10 @@ const (
 	defaultEventBuffer       = 1024
 )
 
+// reconnectForever is serf's ReconnectTimeout of every preset: never give
+// up on a failed member (a century).
+const reconnectForever = 100 * 365 * 24 * time.Hour
+
 // noticeOverhead is room for serf's encoding of a user event around its
 // payload (message type, Lamport time, event name, coalesce flag).
 const noticeOverhead = 64
@@ -101,6 +105,15 @@ func DefaultLANConfig() *Config {
 	sc := serf.DefaultConfig()
 	sc.MemberlistConfig = memberlist.DefaultLANConfig()
 	sc.UserEventSizeLimit = MaxNoticeSize + noticeOverhead
+	// A failed member is tried again (a join to one random failed member
+	// per interval) for as long as it stays failed, so that the two sides
+	// of a partition of any length find each other again by themselves.
+	// serf gives up after 24 h and forgets the member; a node that is gone
+	// for good stays listed as failed until it is removed.
+	sc.ReconnectTimeout = reconnectForever
+	// Every 10 s (serf: 30 s): after a partition heals, the sides merge
+	// within about this long.
+	sc.ReconnectInterval = 10 * time.Second
 	return &Config{
 		Serf:              sc,
 		RetryJoinInterval: defaultRetryJoinInterval,
@@ -116,6 +129,8 @@ func DefaultWANConfig() *Config {
 	// Slower probes (5s, 3s timeout), longer suspicion (x6), push/pull every
 	// 60s, gossip every 500ms to 4 nodes, TCP timeout 30s.
 	c.Serf.MemberlistConfig = memberlist.DefaultWANConfig()
+	// Reconnect to failed members every 30 s (serf's default).
+	c.Serf.ReconnectInterval = 30 * time.Second
 	// Seeds across a WAN fail for longer; retry less eagerly.
 	c.RetryJoinMax = 60 * time.Second
 	return c
@@ -134,6 +149,8 @@ func DefaultLocalConfig() *Config {
 	// until the next push/pull (15s). Loopback bandwidth is free: use the
 	// LAN value.
 	c.Serf.MemberlistConfig.RetransmitMult = 4
+	// Loopback: try failed members again every second.
+	c.Serf.ReconnectInterval = time.Second
 	// Loopback seeds come up within moments; retry quickly.
 	c.RetryJoinInterval = 100 * time.Millisecond
 	c.RetryJoinMax = 2 * time.Second
@@ -196,6 +213,9 @@ func DefaultFastLANConfig() *Config {
 	// memberlist sends gossip only when it has something to send. Not
 	// measured on its own: every fast candidate used it.
 	ml.GossipInterval = 100 * time.Millisecond
+	// Try failed members again every 2 s, so that the sides of a healed
+	// partition merge within seconds (one TCP connect per interval).
+	c.Serf.ReconnectInterval = 2 * time.Second
 	return c
 }
 

@@ -17,6 +17,7 @@ func TestPresets(t *testing.T) {
 		{"lan", memberlist.DefaultLANConfig()},
 		{"wan", memberlist.DefaultWANConfig()},
 		{"local", memberlist.DefaultLocalConfig()},
+		{"fast", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -25,9 +26,9 @@ func TestPresets(t *testing.T) {
 				t.Fatal(err)
 			}
 			ml := c.Serf.MemberlistConfig
-			if ml.ProbeInterval != tt.ml.ProbeInterval || ml.ProbeTimeout != tt.ml.ProbeTimeout ||
+			if tt.ml != nil && (ml.ProbeInterval != tt.ml.ProbeInterval || ml.ProbeTimeout != tt.ml.ProbeTimeout ||
 				ml.GossipInterval != tt.ml.GossipInterval || ml.SuspicionMult != tt.ml.SuspicionMult ||
-				ml.PushPullInterval != tt.ml.PushPullInterval || ml.TCPTimeout != tt.ml.TCPTimeout {
+				ml.PushPullInterval != tt.ml.PushPullInterval || ml.TCPTimeout != tt.ml.TCPTimeout) {
 				t.Fatalf("%s timing differs from memberlist's preset", tt.name)
 			}
 			if !ml.GossipVerifyIncoming || !ml.GossipVerifyOutgoing {
@@ -38,6 +39,9 @@ func TestPresets(t *testing.T) {
 			}
 			if c.Serf.UserEventSizeLimit < MaxNoticeSize {
 				t.Fatalf("UserEventSizeLimit %d < MaxNoticeSize", c.Serf.UserEventSizeLimit)
+			}
+			if c.Serf.ReconnectTimeout < 50*365*24*time.Hour || c.Serf.ReconnectInterval <= 0 || c.Serf.ReconnectInterval > 30*time.Second {
+				t.Fatalf("failed members must be retried forever, at most every 30 s: timeout %v, interval %v", c.Serf.ReconnectTimeout, c.Serf.ReconnectInterval)
 			}
 			if c.RetryJoinInterval <= 0 || c.RetryJoinMax < c.RetryJoinInterval || c.EventBuffer <= 0 {
 				t.Fatalf("bad retry/buffer defaults: %+v", c)

@@ -44,6 +44,10 @@ func TestFastLANPreset(t *testing.T) {
 		t.Errorf("memberlist config differs from DefaultLANConfig beyond the documented fields:\n got %+v\nwant %+v", *ml, lml)
 	}
 	c.Serf.MemberlistConfig, lan.Serf.MemberlistConfig = nil, nil
+	if c.Serf.ReconnectInterval != 2*time.Second {
+		t.Errorf("ReconnectInterval = %v, want 2s", c.Serf.ReconnectInterval)
+	}
+	lan.Serf.ReconnectInterval = c.Serf.ReconnectInterval
 	if !reflect.DeepEqual(c, lan) {
 		t.Errorf("Config differs from DefaultLANConfig outside memberlist:\n got %+v\nwant %+v", c, lan)
 	}
