@@ -3,7 +3,6 @@ package node
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -94,8 +93,11 @@ func routes(entries []store.Entry, replicas []api.Replica) []lb.Route {
 	}
 	var out []lb.Route
 	for _, e := range entries {
-		var s spec.Spec
-		if e.Deleted || json.Unmarshal(e.Value, &s) != nil || len(s.Ports) == 0 {
+		if e.Deleted {
+			continue
+		}
+		s, err := spec.Decode(e.Value) // as placement and reconcile read it
+		if err != nil || len(s.Ports) == 0 {
 			continue
 		}
 		for _, p := range s.Ports {
@@ -119,12 +121,8 @@ func routes(entries []store.Entry, replicas []api.Replica) []lb.Route {
 // portOwner returns the live service other than name that publishes one
 // of ports, and the port ("" when none does).
 func (a *Agent) portOwner(name string, ports []spec.Port) (string, int) {
-	for _, e := range a.store.List() {
-		if e.Key == name || e.Deleted {
-			continue
-		}
-		var s spec.Spec
-		if json.Unmarshal(e.Value, &s) != nil {
+	for _, s := range a.liveSpecs() {
+		if s.Name == name {
 			continue
 		}
 		for _, p := range s.Ports {
