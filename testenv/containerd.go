@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoalmesh/shoal/testenv/hosts"
 )
 
 // RequireRoot skips tb when the test is not running as root, or fails it
@@ -65,20 +67,7 @@ func StartContainerd(tb testing.TB) (socket string) {
 		tb.Fatalf("containerd: %v", err)
 	}
 	socket = filepath.Join(dir, "containerd.sock")
-	config := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"))
+	config := hosts.ContainerdConfig(dir, filepath.Join(dir, "state"), socket)
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		tb.Fatalf("containerd: %v", err)

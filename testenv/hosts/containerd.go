@@ -14,6 +14,26 @@ import (
 	"time"
 )
 
+// ContainerdConfig is the config.toml of a private containerd daemon:
+// content, snapshots and the opt plugin under dir, runtime state under
+// state, the CRI plugin off, gRPC and ttrpc on socket (and socket.ttrpc).
+func ContainerdConfig(dir, state, socket string) string {
+	return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+`, filepath.Join(dir, "root"), state, socket, socket+".ttrpc", filepath.Join(dir, "opt"))
+}
+
 // startContainerd starts a private containerd daemon under the cluster's
 // dir, detached, and waits until it answers.
 func (s *State) startContainerd(ctx context.Context) error {
@@ -29,17 +49,7 @@ func (s *State) startContainerd(ctx context.Context) error {
 	}
 	s.Containerd = filepath.Join(run, "containerd.sock")
 	root := filepath.Join(s.Dir, "containerd")
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-`, filepath.Join(root, "root"), filepath.Join(run, "state"), s.Containerd, s.Containerd+".ttrpc")
+	cfg := ContainerdConfig(root, filepath.Join(run, "state"), s.Containerd)
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return err
 	}
