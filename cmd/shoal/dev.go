@@ -51,7 +51,6 @@ iptables rule, container and process that dev made. Needs root.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "dir", defaultDevDir, "directory that holds the cluster's state, data and logs")
 	load := func() (*hosts.State, error) { return hosts.Load(dir) }
-	host := func(s *hosts.State, name string) (int, error) { return s.Host(name) }
 
 	up := &cobra.Command{
 		Use:   "up",
@@ -103,23 +102,6 @@ iptables rule, container and process that dev made. Needs root.`,
 			return printDev(cmd, g, s)
 		},
 	}
-	addr := &cobra.Command{
-		Use:   "addr HOST",
-		Short: "Print a host's API address (for SHOAL_ADDR)",
-		Args:  nArgs(1, 1, "a HOST"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := load()
-			if err != nil {
-				return err
-			}
-			i, err := host(s, args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), s.Hosts[i].API)
-			return nil
-		},
-	}
 	token := &cobra.Command{
 		Use:   "token",
 		Short: "Print the cluster's API token (for SHOAL_TOKEN)",
@@ -144,7 +126,7 @@ iptables rule, container and process that dev made. Needs root.`,
 				if err != nil {
 					return err
 				}
-				i, err := host(s, args[0])
+				i, err := s.Host(args[0])
 				if err != nil {
 					return err
 				}
@@ -152,6 +134,10 @@ iptables rule, container and process that dev made. Needs root.`,
 			},
 		}
 	}
+	addr := hostVerb("addr", "Print a host's API address (for SHOAL_ADDR)", func(cmd *cobra.Command, s *hosts.State, i int) error {
+		_, err := fmt.Fprintln(cmd.OutOrStdout(), s.Hosts[i].API)
+		return err
+	})
 	kill := hostVerb("kill", "Crash a host: SIGKILL its agent and its containers", func(cmd *cobra.Command, s *hosts.State, i int) error {
 		return s.Kill(ctx(cmd), i)
 	})
@@ -191,7 +177,7 @@ iptables rule, container and process that dev made. Needs root.`,
 			for _, a := range args {
 				var grp []int
 				for _, name := range strings.Split(a, ",") {
-					i, err := host(s, name)
+					i, err := s.Host(name)
 					if err != nil {
 						return err
 					}
@@ -228,7 +214,7 @@ iptables rule, container and process that dev made. Needs root.`,
 			if err != nil {
 				return err
 			}
-			i, err := host(s, args[0])
+			i, err := s.Host(args[0])
 			if err != nil {
 				return err
 			}

@@ -84,6 +84,13 @@ func TestDevCluster(t *testing.T) {
 		}
 	}
 
+	if out := strings.TrimSpace(must("addr", "2")); out != s.Hosts[1].API {
+		t.Errorf("dev addr 2 = %q, want %q", out, s.Hosts[1].API)
+	}
+	if out := strings.TrimSpace(must("token")); out != s.Token {
+		t.Errorf("dev token = %q", out)
+	}
+
 	// dev exec runs in the host's namespace: it has the host's address.
 	if out := must("exec", "host-2", "--", "ip", "-4", "-o", "addr", "show", "eth0"); !strings.Contains(out, s.Hosts[1].Addr.String()+"/") {
 		t.Errorf("dev exec host-2 ip addr: %s", out)
