@@ -52,6 +52,7 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 		return runtime.Replica{}, fmt.Errorf("containerd: start %s: unknown network mode %q (want %q or %q)", rs.ID, rs.Network, NetworkBridge, NetworkHost)
 	}
 	ctx = d.nsCtx(ctx)
+	t0 := time.Now()
 	if _, err := d.EnsureImage(ctx, rs.Image); err != nil {
 		return runtime.Replica{}, err
 	}
@@ -96,6 +97,7 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 	if err != nil {
 		return runtime.Replica{}, classify(err, "create container %s", rs.ID)
 	}
+	tContainer := time.Now()
 	var (
 		task     containerd.Task
 		attached bool
@@ -110,7 +112,7 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 			}
 		}
 		if attached {
-			if terr := d.teardownNetwork(cctx, rs.ID, pin, hostPorts); terr != nil {
+			if terr := d.teardownNetwork(cctx, rs.ID, pin); terr != nil {
 				d.log.Warn("start cleanup: network", "id", rs.ID, "err", terr)
 			}
 			if uerr := unpinNetns(pin); uerr != nil {
@@ -130,6 +132,7 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 		task = nil
 		return fail(classify(err, "create task %s", rs.ID))
 	}
+	tTask := time.Now()
 	var ip netip.Addr
 	if mode == NetworkBridge {
 		attached = true // a failed setup may have allocated part of it
@@ -144,6 +147,7 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 			return fail(classify(err, "label %s", rs.ID))
 		}
 	}
+	tNet := time.Now()
 	if err := task.Start(ctx); err != nil {
 		return fail(classify(err, "start task %s", rs.ID))
 	}
@@ -151,7 +155,10 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 	if _, err := container.SetLabels(ctx, map[string]string{LabelStarted: started.Format(time.RFC3339Nano)}); err != nil {
 		d.log.Warn("label start time", "id", rs.ID, "err", err)
 	}
-	d.log.Info("replica started", "id", rs.ID, "image", img.Name, "network", mode, "ip", ip, "host_ports", labels[LabelHostPorts])
+	d.log.Info("replica started", "id", rs.ID, "image", img.Name, "network", mode, "ip", ip, "host_ports", labels[LabelHostPorts],
+		"took", started.Sub(t0).Round(time.Millisecond), "container", tContainer.Sub(t0).Round(time.Millisecond),
+		"task", tTask.Sub(tContainer).Round(time.Millisecond), "net", tNet.Sub(tTask).Round(time.Millisecond),
+		"start", started.Sub(tNet).Round(time.Millisecond))
 	return runtime.Replica{
 		ID:        rs.ID,
 		Service:   rs.Service,
@@ -241,8 +248,7 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		if _, err := os.Stat(pin); err == nil {
 			nsPath = pin
 		}
-		hostPorts, _ := parseHostPorts(labels[LabelHostPorts])
-		if err := d.teardownNetwork(ctx, id, nsPath, hostPorts); err != nil {
+		if err := d.teardownNetwork(ctx, id, nsPath); err != nil {
 			return err
 		}
 		if err := unpinNetns(pin); err != nil {

@@ -24,14 +24,17 @@
 //
 // # Networking
 //
-// Bridge mode goes through CNI (go-cni) with the standard plugins: bridge
-// with host-local IPAM in Config.Subnet (state under DataDir/cni), portmap
-// (HostIP:hostPort to container:port), firewall and loopback. The created
-// task's network namespace is pinned by a bind mount at
-// DataDir/netns/<id>, attached, and only then is the task started. Stop
-// tears the network down after the task is gone but while the pin keeps
-// the namespace alive, so the bridge plugin removes the veth and the
-// masquerade rules too; then the pin is removed. Host ports are chosen
+// Bridge mode attaches through CNI (go-cni) with the standard plugins
+// bridge (host-local IPAM in Config.Subnet, state under DataDir/cni) and
+// loopback. Host ports (HostIP:hostPort to container:port) and
+// masquerading are DNAT and masquerade rules in an nftables table of the
+// driver's own, one netlink transaction per replica, plus two iptables
+// FORWARD accepts per driver (see hostports_nftables.go for why not
+// portmap, firewall and ipMasq). The created task's network namespace is
+// pinned by a bind mount at DataDir/netns/<id>, attached, and only then
+// is the task started. Stop tears the network down after the task is
+// gone but while the pin keeps the namespace alive, so the bridge plugin
+// removes the veth too; then the pin is removed. Host ports are chosen
 // from Config.PortRange (free by a bind test, not held by another
 // container's label). Host mode shares the host's network namespace,
 // hosts file and resolv.conf and passes the first port as $PORT.

@@ -82,7 +82,7 @@ var DefaultSubnet = netip.MustParsePrefix("10.213.0.0/24")
 var DefaultCNIPluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin"}
 
 // cniPlugins are the plugin binaries bridge networking needs.
-var cniPlugins = []string{"bridge", "host-local", "portmap", "firewall", "loopback"}
+var cniPlugins = []string{"bridge", "host-local", "loopback"}
 
 // runcRuntime is the containerd runtime (shim) containers run with.
 const runcRuntime = "io.containerd.runc.v2"
@@ -97,6 +97,9 @@ type Driver struct {
 
 	portMu   sync.Mutex     // guards reserved
 	reserved map[int]string // host ports handed out by Starts in flight -> container ID
+
+	fwdMu   sync.Mutex // guards fwdDone
+	fwdDone bool       // the iptables FORWARD rules are in place
 
 	stop chan struct{}  // closed by Close
 	wg   sync.WaitGroup // the log rotation loop
@@ -187,12 +190,17 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 }
 
 // Close stops the driver's background work and closes its connection.
-// Containers keep running. Safe to call more than once.
+// Containers keep running, with their networks; when none is left, the
+// driver's nftables table and iptables rules go too. Safe to call more
+// than once.
 func (d *Driver) Close() error {
 	var err error
 	d.once.Do(func() {
 		close(d.stop)
 		d.wg.Wait()
+		if err := d.dropIdleNetwork(); err != nil {
+			d.log.Warn("close: network rules", "err", err)
+		}
 		err = d.client.Close()
 	})
 	return err

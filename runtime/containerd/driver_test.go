@@ -80,7 +80,7 @@ func TestReadyReportsWhatIsMissing(t *testing.T) {
 		wantMsg string
 	}{
 		{"daemon down", containerd.Config{Socket: "/nonexistent/containerd.sock"}, "unreachable"},
-		{"no CNI plugins", containerd.Config{Socket: "/nonexistent/containerd.sock", CNIPluginDirs: []string{"/nonexistent"}}, "CNI plugins bridge, host-local, portmap, firewall, loopback not found"},
+		{"no CNI plugins", containerd.Config{Socket: "/nonexistent/containerd.sock", CNIPluginDirs: []string{"/nonexistent"}}, "CNI plugins bridge, host-local, loopback not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -667,7 +667,8 @@ func bridgePorts(t *testing.T, bridge string) []string {
 // assertGone checks that Stop left nothing of container id behind: no
 // container, task or snapshot in containerd, no log file, no IPAM
 // allocation of ip, no iptables rule naming ip, hostPort (when non-zero)
-// or id, and that the bridge is down to wantVeths ports.
+// or id, no nftables DNAT rule of id, and that the bridge is down to
+// wantVeths ports.
 func assertGone(t *testing.T, e *env, id string, ip netip.Addr, hostPort, wantVeths int) {
 	t.Helper()
 	if _, ok := e.replica(t, id); ok {
@@ -700,6 +701,9 @@ func assertGone(t *testing.T, e *env, id string, ip netip.Addr, hostPort, wantVe
 		if mine || (ip.IsValid() && ipRE.MatchString(line)) || (hostPort != 0 && portRE.MatchString(line)) {
 			t.Errorf("iptables rule left for %s: %s", id, line)
 		}
+	}
+	if rules := hostPortRules(t, e, id); len(rules) > 0 {
+		t.Errorf("nftables host port rules left for %s: %v", id, rules)
 	}
 	err = testenv.Poll(pollTimeout, func() error {
 		if got := bridgePorts(t, e.cfg.Bridge); len(got) != wantVeths {

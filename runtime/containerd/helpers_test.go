@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -201,8 +200,8 @@ func newEnv(t *testing.T) *env {
 	e := &env{socket: socket, cfg: cfg}
 	e.d = e.newDriver(t, cfg)
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "link", "del", bridge).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
-			t.Logf("ip link del %s: %v: %s", bridge, err, out)
+		if err := containerd.RemoveBridge(bridge); err != nil {
+			t.Errorf("cleanup: %v", err)
 		}
 	})
 	client, err := ctd.New(socket)

@@ -50,10 +50,12 @@ const cniIface = "eth0"
 func (d *Driver) ipamDir() string { return filepath.Join(d.cfg.DataDir, "cni", "ipam") }
 
 // netName is the CNI network name: distinct per bridge, so agents sharing
-// a machine do not share portmap chains or cached results.
+// a machine do not share cached results.
 func (d *Driver) netName() string { return "shoal-" + d.cfg.Bridge }
 
-// conflist is the CNI network configuration list of the bridge network.
+// conflist is the CNI network configuration list of the bridge network:
+// the bridge plugin with host-local IPAM only. Masquerading, host ports
+// and forwarding are rules of the driver's own (hostports_nftables.go).
 func (d *Driver) conflist() ([]byte, error) {
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
@@ -63,7 +65,7 @@ func (d *Driver) conflist() ([]byte, error) {
 				"type":        "bridge",
 				"bridge":      d.cfg.Bridge,
 				"isGateway":   true,
-				"ipMasq":      true,
+				"ipMasq":      false,
 				"hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
@@ -72,12 +74,6 @@ func (d *Driver) conflist() ([]byte, error) {
 					"dataDir": d.ipamDir(),
 				},
 			},
-			map[string]any{
-				"type":         "portmap",
-				"capabilities": map[string]bool{"portMappings": true},
-				"snat":         true,
-			},
-			map[string]any{"type": "firewall", "backend": "iptables"},
 		},
 	}
 	return json.Marshal(conf)
@@ -102,44 +98,36 @@ func (d *Driver) newCNI() (gocni.CNI, error) {
 	return cni, nil
 }
 
-// portMappings are the CNI portmap arguments for ports
-// (container port -> host port), on HostIP.
-func (d *Driver) portMappings(ports map[int]int) []gocni.PortMapping {
-	hostIP := ""
-	if d.cfg.HostIP.IsValid() {
-		hostIP = d.cfg.HostIP.String()
-	}
-	var out []gocni.PortMapping
-	for _, c := range slices.Sorted(maps.Keys(ports)) {
-		out = append(out, gocni.PortMapping{HostPort: int32(ports[c]), ContainerPort: int32(c), Protocol: "tcp", HostIP: hostIP})
-	}
-	return out
-}
-
 // setupNetwork attaches the network namespace at nsPath to the bridge
-// network with the port mappings and returns the container's address.
+// network, maps the host ports and returns the container's address.
 func (d *Driver) setupNetwork(ctx context.Context, id, nsPath string, ports map[int]int) (netip.Addr, error) {
-	res, err := d.cni.Setup(ctx, id, nsPath, gocni.WithCapabilityPortMap(d.portMappings(ports)))
+	res, err := d.cni.Setup(ctx, id, nsPath)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("containerd: cni setup %s: %w", id, err)
 	}
 	if cfg, ok := res.Interfaces[cniIface]; ok {
 		for _, ipc := range cfg.IPConfigs {
 			if a, ok := netip.AddrFromSlice(ipc.IP); ok && d.cfg.Subnet.Contains(a.Unmap()) {
-				return a.Unmap(), nil
+				ip := a.Unmap()
+				if err := d.mapHostPorts(id, ip, ports); err != nil {
+					return netip.Addr{}, err
+				}
+				return ip, nil
 			}
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("containerd: cni setup %s: no address in %s on %s", id, d.cfg.Subnet, cniIface)
 }
 
-// teardownNetwork releases what setupNetwork set up: the IPAM
-// allocation, the portmap, masquerade and firewall rules and the veth.
-// The bridge plugin removes the masquerade rules and the veth only while
-// the namespace exists, hence the pinned namespace; an empty nsPath
-// (the pin is gone) releases the rest.
-func (d *Driver) teardownNetwork(ctx context.Context, id, nsPath string, ports map[int]int) error {
-	if err := d.cni.Remove(ctx, id, nsPath, gocni.WithCapabilityPortMap(d.portMappings(ports))); err != nil {
+// teardownNetwork releases what setupNetwork set up: the host port
+// rules, the IPAM allocation and the veth. The bridge plugin removes the
+// veth only while the namespace exists, hence the pinned namespace; an
+// empty nsPath (the pin is gone) releases the rest.
+func (d *Driver) teardownNetwork(ctx context.Context, id, nsPath string) error {
+	if err := d.unmapHostPorts(id); err != nil {
+		return err
+	}
+	if err := d.cni.Remove(ctx, id, nsPath); err != nil {
 		return fmt.Errorf("containerd: cni teardown %s: %w", id, err)
 	}
 	return nil
