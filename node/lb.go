@@ -40,7 +40,18 @@ func (a *Agent) kickLB() {
 // the routes whenever the specs, the membership or the replica view
 // change. A member that fails is dropped from the view on the membership
 // event (statusMember), so its endpoints go with the next update.
+//
+// It opens the ports only once the replica view is warm (statusPullLoop):
+// a node that (re)starts into a cluster has the specs from its store at
+// once but no replica of its peers yet, and would answer 503 or reset
+// every connection; a port still closed sends clients with several
+// addresses to another node.
 func (a *Agent) lbLoop(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-a.replicas.status.warmed():
+	}
 	tick := time.NewTicker(lbResync)
 	defer tick.Stop()
 	for {

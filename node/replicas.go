@@ -158,7 +158,7 @@ func (a *Agent) startReplicas(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(3)
 	go func() { defer wg.Done(); a.replicaLoop(ctx, hasSeeds) }()
 	go func() { defer wg.Done(); a.statusPushLoop(ctx) }()
-	go func() { defer wg.Done(); a.statusPullLoop(ctx) }()
+	go func() { defer wg.Done(); a.statusPullLoop(ctx, hasSeeds) }()
 }
 
 // replicaLoop runs reconcile passes until ctx ends, then waits for the

@@ -47,6 +47,10 @@ const statusProto = protocol.ID("/shoal/status/1")
 // statusPullInterval is the period of status anti-entropy.
 const statusPullInterval = 2 * time.Second
 
+// statusWarmRetry is how often a starting node with peers to join tries
+// its first status pull (see statusPullLoop).
+const statusWarmRetry = 100 * time.Millisecond
+
 // Limits on status messages from peers.
 const (
 	maxStatusReplicas  = 20000 // replicas in one document
@@ -184,6 +188,11 @@ type statusView struct {
 	self string
 	push chan struct{} // buffered 1: the local document changed
 
+	// warm is closed once the view holds the documents of the cluster
+	// this node joined (setWarm): the load balancer waits for it.
+	warm     chan struct{}
+	warmOnce sync.Once
+
 	mu      sync.Mutex // guards all following fields
 	docs    map[string]statusDoc
 	changed chan struct{} // closed at the next change, then replaced
@@ -193,10 +202,18 @@ func newStatusView(self string) *statusView {
 	return &statusView{
 		self:    self,
 		push:    make(chan struct{}, 1),
+		warm:    make(chan struct{}),
 		docs:    make(map[string]statusDoc),
 		changed: make(chan struct{}),
 	}
 }
+
+// setWarm marks the view as holding the cluster's documents; it may be
+// called more than once.
+func (v *statusView) setWarm() { v.warmOnce.Do(func() { close(v.warm) }) }
+
+// warmed returns a channel closed once the view is warm.
+func (v *statusView) warmed() <-chan struct{} { return v.warm }
 
 // notifyLocked wakes everyone waiting for a change.
 func (v *statusView) notifyLocked() {
@@ -438,30 +455,57 @@ func (a *Agent) statusPushLoop(ctx context.Context) {
 
 // statusPullLoop pulls newer documents from a random live member every
 // statusPullInterval (jittered by up to a quarter).
-func (a *Agent) statusPullLoop(ctx context.Context) {
+//
+// It also warms the view up. A node that starts with peers to join (seeds
+// or known peers) knows no replica of theirs until a document arrives,
+// and its load balancer would answer every published port with nothing to
+// route to (lbLoop waits for the warm view). So until its first pull
+// succeeds it tries every statusWarmRetry; the view is warm after that
+// pull (one answer carries every document the peer holds), at once for a
+// node without peers to join, and after joinGrace regardless.
+func (a *Agent) statusPullLoop(ctx context.Context, hasSeeds bool) {
+	v := a.replicas.status
+	start := time.Now()
+	warm := !hasSeeds
+	if warm {
+		v.setWarm()
+	}
 	for {
 		d := statusPullInterval + time.Duration(rand.Int64N(int64(statusPullInterval)/4+1))
+		if !warm {
+			d = statusWarmRetry
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(d):
 		}
+		if !warm && time.Since(start) >= joinGrace {
+			warm = true
+			v.setWarm()
+			a.log.Warn("serving published ports without the replicas of peers: no status pull answered", "after", joinGrace)
+		}
 		peers := a.livePeers()
 		if len(peers) == 0 {
 			continue
 		}
-		a.pullStatus(ctx, peers[rand.IntN(len(peers))])
+		if a.pullStatus(ctx, peers[rand.IntN(len(peers))]) && !warm {
+			warm = true
+			v.setWarm()
+			a.log.Debug("replica status warm", "after", time.Since(start))
+		}
 	}
 }
 
-// pullStatus fetches from m the documents newer than ours.
-func (a *Agent) pullStatus(ctx context.Context, m gossip.Member) {
+// pullStatus fetches from m the documents newer than ours, and reports
+// whether m answered.
+func (a *Agent) pullStatus(ctx context.Context, m gossip.Member) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out, err := a.callStatus(ctx, m, statusRequest{Op: "pull", Have: a.replicas.status.versions()})
 	if err != nil {
 		a.log.Debug("status pull failed", "from", m.Name, "err", err)
-		return
+		return false
 	}
 	docs, bad, err := decodeStatusResponse(out)
 	if err != nil || bad > 0 {
@@ -469,6 +513,7 @@ func (a *Agent) pullStatus(ctx context.Context, m gossip.Member) {
 		a.log.Warn("dropped bad status answer", "from", m.Name, "bad_docs", bad, "err", err)
 	}
 	a.replicas.status.merge(docs...)
+	return err == nil
 }
 
 // getReplicas serves GET /v1/replicas[?service=NAME]: the cluster-wide

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd"
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/errdefs"
@@ -128,6 +129,22 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 
 	d.removeLogs(rs.ID) // a stale log of an earlier container with this ID
 	task, err = container.NewTask(ctx, cio.LogFile(d.logPath(rs.ID)))
+	for try := 0; errdefs.IsAlreadyExists(err) && try < staleTaskRetries; try++ {
+		// A task of an earlier container with this ID is still registered
+		// (its deletion was cut short, e.g. by a crash of the agent):
+		// delete it through the new container, then try again.
+		if try == 0 {
+			d.log.Warn("start: a stale task holds the ID; deleting it", "id", rs.ID)
+		}
+		d.deleteStaleTask(ctx, rs.ID)
+		pause := time.NewTimer(100 * time.Millisecond) // for containerd to see the shim exit
+		select {
+		case <-ctx.Done():
+		case <-pause.C:
+		}
+		pause.Stop()
+		task, err = container.NewTask(ctx, cio.LogFile(d.logPath(rs.ID)))
+	}
 	if err != nil {
 		task = nil
 		return fail(classify(err, "create task %s", rs.ID))
@@ -240,6 +257,12 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		}
 	case !errdefs.IsNotFound(err):
 		return classify(err, "stop %s: task", id)
+	default:
+		// containerd reports a task whose shim connection is gone as not
+		// found, yet keeps it registered, and a later task with this ID
+		// would fail with "already exists": delete it through the
+		// tasks service, which drops such a registration.
+		d.deleteStaleTask(ctx, id)
 	}
 	if labels[LabelNetwork] != NetworkHost {
 		// The namespace is pinned, so it outlived the task. Without the
@@ -442,5 +465,20 @@ func (d *Driver) Exec(ctx context.Context, id string, cmd []string) (int, error)
 		return int(code), nil
 	case <-ctx.Done():
 		return -1, fmt.Errorf("containerd: exec %s: %w", id, ctx.Err())
+	}
+}
+
+// staleTaskRetries bounds the attempts to create a task after deleting a
+// stale one of the same ID (the registration goes when its shim exits,
+// shortly after the delete).
+const staleTaskRetries = 10
+
+// deleteStaleTask kills and deletes the task of container id through the
+// tasks service, best effort.
+func (d *Driver) deleteStaleTask(ctx context.Context, id string) {
+	ts := d.client.TaskService()
+	_, _ = ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, Signal: uint32(syscall.SIGKILL), All: true})
+	if _, err := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil && !errdefs.IsNotFound(err) {
+		d.log.Debug("delete stale task", "id", id, "err", err)
 	}
 }
