@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -30,4 +31,21 @@ func (a *Agent) CallState(ctx context.Context, to *Agent, req []byte) ([]byte, e
 	}
 	_ = peer.ID(id)
 	return a.host.Call(ctx, id, addr, stateProto, req)
+}
+
+// SetReplicaResync sets the replica loop's resync period for agents started
+// afterwards and returns a func that restores it. Not for parallel tests.
+func SetReplicaResync(d time.Duration) (restore func()) {
+	old := replicaResync
+	replicaResync = d
+	return func() { replicaResync = old }
+}
+
+// PeerImageBytes is how many bytes of image content this agent served to
+// peers (0 without peer images).
+func (a *Agent) PeerImageBytes() uint64 {
+	if a.images == nil {
+		return 0
+	}
+	return a.images.handler.Stats().Bytes
 }

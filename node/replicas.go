@@ -40,14 +40,17 @@ import (
 
 // Timings of the replica loop.
 const (
-	replicaResync = 5 * time.Second
-	joinGrace     = 10 * time.Second
-	listTimeout   = 30 * time.Second
-	imageTimeout  = 10 * time.Minute
-	startTimeout  = 2 * time.Minute
-	stopTimeout   = 10 * time.Second // SIGTERM to SIGKILL
-	maxErrorLen   = 1024
+	joinGrace    = 10 * time.Second
+	listTimeout  = 30 * time.Second
+	imageTimeout = 10 * time.Minute
+	startTimeout = 2 * time.Minute
+	stopTimeout  = 10 * time.Second // SIGTERM to SIGKILL
+	maxErrorLen  = 1024
 )
+
+// replicaResync is the period of a pass regardless of events. A variable
+// so that a test can show which events run a pass without it.
+var replicaResync = 5 * time.Second
 
 // stateNotifier is an optional Driver interface: a driver that learns of
 // container state changes (a task exiting) offers them so the loop reacts
@@ -73,6 +76,9 @@ type replicaSet struct {
 	actions sync.WaitGroup // action goroutines
 	metrics *replicaMetrics
 	passes  atomic.Int64 // reconcile passes run
+	// handoffWaiting is set by a pass that keeps a container of a slot
+	// that moved until its new owner reports it healthy.
+	handoffWaiting atomic.Bool
 
 	mu      sync.Mutex // guards all following fields
 	slots   map[slotKey]slotState
@@ -192,9 +198,18 @@ func (a *Agent) replicaLoop(ctx context.Context, hasSeeds bool) {
 				a.log.Debug("replica loop starting")
 			}
 		}
+		// A hand-off ends when the new owner's status says healthy: while
+		// one waits, a change of the replica view runs a pass at once
+		// rather than at the next resync. The channel is taken before the
+		// pass so that a change during the pass is not missed.
+		var statusChanged <-chan struct{}
 		if settled {
+			watch := r.status.watch()
 			if wake := a.reconcilePass(ctx); !wake.IsZero() {
 				wakeTimer.Reset(max(time.Until(wake), time.Millisecond))
+			}
+			if r.handoffWaiting.Load() {
+				statusChanged = watch
 			}
 		}
 		select {
@@ -202,6 +217,7 @@ func (a *Agent) replicaLoop(ctx context.Context, hasSeeds bool) {
 			return
 		case <-r.kick:
 		case <-changed:
+		case <-statusChanged:
 		case <-resync.C:
 		case <-wakeTimer.C:
 		}
@@ -291,6 +307,12 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 			}
 		}
 	}
+
+	waiting := false
+	for _, done := range handoff {
+		waiting = waiting || !done
+	}
+	r.handoffWaiting.Store(waiting)
 
 	healthy := make(map[string]bool, len(actual))
 	for _, c := range actual {

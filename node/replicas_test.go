@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/spec"
@@ -440,4 +441,50 @@ func TestReplicaCrashRestartAndAdoption(t *testing.T) {
 	if f.Starts() != starts || len(f.Ops()) != ops {
 		t.Fatalf("agent restart touched containers: ops %+v", f.Ops()[ops:])
 	}
+}
+
+// Make-before-break ends on the new owner's status, not on a timer: with
+// the periodic pass turned off, the node that covered a dead node's slot
+// stops its copy as soon as the node is back and reports the slot
+// healthy. (Before, the copy ran until the next periodic pass, up to
+// replicaResync later, with two replicas of the slot serving.)
+func TestHandoffEndsOnNewOwnersStatus(t *testing.T) {
+	t.Cleanup(node.SetReplicaResync(time.Hour))
+	c := testenv.New(t, testenv.Options{Nodes: 3})
+	ctx := ctxT(t)
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3}
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(20*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	victim := c.Nodes[2]
+	if len(running(t, victim.Runtime().(*runtime.Fake), "web")) != 1 {
+		t.Fatalf("%s runs %d replicas, want 1", victim.Name, len(running(t, victim.Runtime().(*runtime.Fake), "web")))
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// The survivors cover the slot: three copies among two nodes.
+	c.Eventually(20*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	covered := 0
+	for _, n := range c.Running() {
+		covered += len(running(t, n.Runtime().(*runtime.Fake), "web"))
+	}
+	if covered != 3 {
+		t.Fatalf("%d copies on the survivors, want 3", covered)
+	}
+
+	if err := victim.Start(c.Nodes[0].GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	// Back to one per node: the survivor that covered the slot stopped
+	// its copy, which only a pass run by the status change can do here.
+	c.Eventually(20*time.Second, func() error {
+		for _, n := range c.Nodes {
+			if got := len(running(t, n.Runtime().(*runtime.Fake), "web")); got != 1 {
+				return fmt.Errorf("%s runs %d replicas of web, want 1", n.Name, got)
+			}
+		}
+		return checkOwners(t, c, "web", 3)
+	})
 }
