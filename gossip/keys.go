@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -112,4 +113,20 @@ func saveKeyring(path string, keys [][]byte) error {
 		return fmt.Errorf("gossip: write keyring %s: %w", path, err)
 	}
 	return nil
+}
+
+// Keys returns copies of the keys gossip encryption uses, primary first;
+// nil when gossip is not encrypted. Zero-conf discovery advertises an ID
+// derived from the primary key so that clusters on one LAN stay apart.
+func (c *Cluster) Keys() [][]byte {
+	kr := c.cfg.Serf.MemberlistConfig.Keyring
+	if kr == nil {
+		return nil
+	}
+	keys := kr.GetKeys()
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		out[i] = bytes.Clone(k)
+	}
+	return out
 }

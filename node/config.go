@@ -23,6 +23,10 @@ const (
 	DefaultNamespace  = "shoal"
 )
 
+// JoinMDNS, as an entry of Config.Join (`--join mdns`), turns on zero-conf
+// discovery of the other nodes on the LAN by multicast DNS.
+const JoinMDNS = "mdns"
+
 // Config is the configuration of one agent. The zero value is not usable:
 // start from DefaultConfig and set at least DataDir.
 type Config struct {
@@ -44,8 +48,14 @@ type Config struct {
 	// APIAddr is the HTTP API's listen address (host:port; port 0 picks one).
 	APIAddr string
 	// Join lists seed addresses (host:port); the agent retries them with
-	// backoff until one answers. Empty: rely on the membership snapshot
-	// of an earlier run, or wait to be joined.
+	// backoff until one answers. The entry JoinMDNS ("mdns") adds
+	// zero-conf discovery (package gossip/mdns), alone or with seeds: the
+	// agent advertises its gossip address by multicast DNS on the
+	// interface that holds BindAddr (every multicast-capable one when
+	// BindAddr is unspecified) for as long as it runs, and while it has
+	// joined no other node it browses there, with backoff, and joins a
+	// node it finds that holds its gossip key. Empty: rely on the
+	// membership snapshot of an earlier run, or wait to be joined.
 	Join []string
 	// EncryptKey enables gossip encryption (16, 24 or 32 bytes). It is
 	// persisted in DataDir, so later starts stay encrypted without it.

@@ -38,11 +38,15 @@ func newAgentCmd() *cobra.Command {
 		Short: "Run a Shoal node",
 		Long: `Run a Shoal node. Every node runs the same agent; there is no master.
 
-Start the first node, then point the others at it with --join. A node
+Start the first node, then point the others at it with --join. On a LAN,
+--join mdns needs no address: every node advertises itself by multicast DNS
+on the interface of --bind (all multicast-capable interfaces for 0.0.0.0)
+and joins a node it finds there that holds the same --encrypt key. A node
 restarted with the same --data-dir rejoins the peers it knew without --join.
 SIGTERM or SIGINT leaves the cluster gracefully.`,
 		Example: `  shoal agent --data-dir /var/lib/shoal --encrypt "$(shoal keygen)"
-  shoal agent --data-dir /var/lib/shoal --join 10.0.0.1:7946 --label zone=a`,
+  shoal agent --data-dir /var/lib/shoal --join 10.0.0.1:7946 --label zone=a
+  shoal agent --data-dir /var/lib/shoal --bind 10.0.0.5 --join mdns`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			token, _ := cmd.Flags().GetString("token")
@@ -61,7 +65,7 @@ SIGTERM or SIGINT leaves the cluster gracefully.`,
 	fl.IntVar(&f.gossipPort, "gossip-port", node.DefaultGossipPort, "gossip port (UDP and TCP)")
 	fl.IntVar(&f.peerPort, "peer-port", node.DefaultPeerPort, "peer-plane port (TCP)")
 	fl.StringVar(&f.api, "api", node.DefaultAPIAddr, "HTTP API listen address; beyond loopback it requires --token")
-	fl.StringArrayVar(&f.join, "join", nil, "seed address HOST:PORT to join, retried with backoff until it answers (repeatable)")
+	fl.StringArrayVar(&f.join, "join", nil, "seed address HOST:PORT to join, retried with backoff until it answers; or \"mdns\": find nodes on the LAN by multicast DNS (repeatable; mdns and seeds combine)")
 	fl.StringVar(&f.encrypt, "encrypt", "", "gossip encryption key, base64 (see 'shoal keygen'); kept in the data dir for later starts")
 	fl.StringArrayVar(&f.labels, "label", nil, "node label k=v for placement constraints (repeatable)")
 	fl.StringVar(&f.containerd, "containerd", "/run/containerd/containerd.sock", "containerd socket")

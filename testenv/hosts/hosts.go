@@ -56,8 +56,10 @@ type State struct {
 	Token string `json:"token"`
 	// Profile is the agents' gossip profile.
 	Profile string `json:"profile"`
-	// Hosts in order; the first is every other's seed.
+	// Hosts in order; the first is every other's seed unless Join is set.
 	Hosts []Host `json:"hosts"`
+	// Join, when set, are every host's --join values instead.
+	Join []string `json:"join,omitempty"`
 }
 
 // Host is one host of a cluster.
@@ -85,6 +87,10 @@ type Options struct {
 	Profile string
 	// AgentArgs are extra `shoal agent` flags for every host.
 	AgentArgs []string
+	// Join, when set, replaces the default seed (host-1 for every other
+	// host): every host, host-1 too, gets these --join values; "mdns"
+	// makes a cluster without seeds.
+	Join []string
 }
 
 const stateFile = "state.json"
@@ -153,6 +159,7 @@ func Up(ctx context.Context, opts Options) (*State, error) {
 		ID: id, Dir: dir, Binary: bin, Bridge: "shd" + id, Subnet: subnet,
 		BridgeAddr: subnet.Addr().Next(), Containerd: opts.Containerd,
 		Token: randomHex(16), Profile: cmpOr(opts.Profile, "fast"),
+		Join: opts.Join,
 	}
 	// Saved first, so that Down can clean up after a failed Up.
 	if err := s.Save(); err != nil {
@@ -285,7 +292,12 @@ func (s *State) agentArgs(i int, extra []string) []string {
 		"--token", s.Token, "--profile", s.Profile,
 		"--containerd", s.Containerd, "--namespace", "shoal-" + h.Name,
 	}
-	if i > 0 {
+	switch {
+	case len(s.Join) > 0:
+		for _, j := range s.Join {
+			args = append(args, "--join", j)
+		}
+	case i > 0:
 		args = append(args, "--join", netip.AddrPortFrom(s.Hosts[0].Addr, 7946).String())
 	}
 	return append(args, extra...)
