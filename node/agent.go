@@ -16,11 +16,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
 	manet "github.com/multiformats/go-multiaddr/net"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoalmesh/shoal/gossip"
+	"github.com/shoalmesh/shoal/gossip/mdns"
 	"github.com/shoalmesh/shoal/lb"
 	nodepeer "github.com/shoalmesh/shoal/node/peer"
 	"github.com/shoalmesh/shoal/node/store"
@@ -56,6 +60,7 @@ type Agent struct {
 	// Set in Run before ready is closed; read-only afterwards.
 	store   *store.Store
 	host    *nodepeer.Host
+	images  *peerImages // nil unless the runtime shares content
 	cluster *gossip.Cluster
 	apiAddr string
 	metrics *metrics
@@ -262,6 +267,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	closers = append(closers, a.lb.Close)
 	a.refreshMembers()
 	a.kickPlacement()
+	joinSeeds, useMDNS := splitJoin(a.cfg.Join)
+	var discovery *mdns.Discoverer
+	if useMDNS {
+		if discovery, err = a.newMDNS(); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("node: --join mdns: %w", err)
+		}
+	}
 
 	var wg sync.WaitGroup
 	defer a.bg.Wait()
@@ -278,12 +291,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	go func() { defer wg.Done(); a.runtimeLoop(ctx) }()
 	go func() { defer wg.Done(); a.antiEntropyLoop(ctx) }()
 	go func() { defer wg.Done(); a.tombstoneLoop(ctx) }()
+	a.startPeerImages(ctx, &wg)
 	a.startReplicas(ctx, &wg)
 	known, err := loadKnownPeers(a.cfg.DataDir)
 	if err != nil {
 		a.log.Warn("ignoring unreadable list of known peers", "err", err)
 	}
-	if seeds := seeds(a.cfg.Join, known); len(seeds) > 0 {
+	if seeds := seeds(joinSeeds, known); len(seeds) > 0 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -296,6 +310,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			}
 			a.log.Info("joined cluster", "seeds", seeds, "contacted", n)
 			a.syncSome(ctx, 3)
+		}()
+	}
+	if discovery != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := discovery.Run(ctx); err != nil {
+				a.log.Error("mDNS discovery stopped", "err", err)
+			}
 		}()
 	}
 
@@ -386,6 +409,26 @@ func (a *Agent) refreshMembers() {
 		v.byPeer[id] = m
 	}
 	a.members.Store(v)
+}
+
+// openStream opens a stream for proto to member m on the peer plane,
+// dialing its address from gossip at once (no libp2p dial backoff: the
+// member may just have come back). Opening is bounded by 10 s.
+func (a *Agent) openStream(ctx context.Context, m gossip.Member, proto protocol.ID) (network.Stream, error) {
+	id, addr, err := peerOf(m)
+	if err != nil {
+		return nil, err
+	}
+	lh := a.host.Libp2p()
+	if ma, err := manet.FromNetAddr(net.TCPAddrFromAddrPort(addr)); err == nil {
+		lh.Peerstore().AddAddr(id, ma, peerstore.TempAddrTTL)
+	}
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if lh.Network().Connectedness(id) != network.Connected {
+		octx = network.WithForceDirectDial(octx, "shoal: dial on membership")
+	}
+	return lh.NewStream(octx, id, proto)
 }
 
 // peerOf returns a member's peer identity and address.

@@ -266,6 +266,7 @@ func (a *Agent) putService(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	s = a.pinImage(r.Context(), s)
 	value, err := json.Marshal(s)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())

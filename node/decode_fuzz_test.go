@@ -2,7 +2,10 @@ package node
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/shoalmesh/shoal/node/store"
 )
@@ -57,6 +60,56 @@ func FuzzDecodeNotice(f *testing.F) {
 		}
 		if n.Origin == "" || n.Key == "" || ver.IsZero() && n.Version != ver.String() {
 			t.Fatalf("accepted %+v (%v)", n, ver)
+		}
+	})
+}
+
+// A peer's image list (GET /shoal/v1/images on its peer registry).
+func FuzzDecodePeerImages(f *testing.F) {
+	for _, s := range []string{
+		`[{"name":"docker.io/library/demo:1","digest":"sha256:` + strings.Repeat("ab", 32) + `","size":1234,"platforms":["linux/amd64"]}]`,
+		`[]`, `null`, `{}`, `[{"name":"","digest":"sha256:00"}]`, `[{"name":"x","digest":"md5:1"}]`,
+		`[{"name":"x","digest":"sha256:` + strings.Repeat("0", 64) + `","size":-1}]`,
+		`[{"name":"x","digest":"sha256:` + strings.Repeat("0", 64) + `","nodes":["a"]}]`, "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		imgs, err := decodePeerImages(b)
+		if err != nil {
+			return
+		}
+		for _, img := range imgs {
+			if img.Name == "" || img.Size < 0 || len(img.Nodes) > 0 {
+				t.Fatalf("accepted %+v", img)
+			}
+			if _, err := digest.Parse(img.Digest); err != nil {
+				t.Fatalf("accepted digest %q", img.Digest)
+			}
+		}
+	})
+}
+
+// The image-pull stream of prefetch: a request and progress frames.
+func FuzzDecodePull(f *testing.F) {
+	for _, s := range []string{
+		`{"image":"docker.io/library/demo:1@sha256:` + strings.Repeat("ab", 32) + `"}`,
+		`{"image":"demo:1"}`, `{"image":""}`, `{}`, `null`,
+		`{"done":10,"total":100}`, `{"done":100,"total":100,"image":{"name":"demo:1","digest":"sha256:00","size":100}}`,
+		`{"done":-1,"total":0}`, `{"done":5,"total":1}`, "\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := decodePullRequest(b); err == nil {
+			if _, ok := manifestPath(r.Image); !ok || !strings.Contains(r.Image, "@") {
+				t.Fatalf("accepted pull of %q", r.Image)
+			}
+		}
+		if p, err := decodePullFrame(b); err == nil {
+			if p.Done < 0 || p.Total < 0 || (p.Total > 0 && p.Done > p.Total) || (p.Image != nil && p.Image.Name == "") {
+				t.Fatalf("accepted progress %+v", p)
+			}
 		}
 	})
 }

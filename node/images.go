@@ -1,14 +1,20 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
+	"time"
+
+	"github.com/distribution/reference"
 
 	"github.com/shoalmesh/shoal/node/api"
+	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/runtime"
 )
 
@@ -33,6 +39,7 @@ var imageContentTypes = map[string]bool{
 func (a *Agent) registerImageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/images", a.loadImage)
 	mux.HandleFunc("GET /v1/images", a.listImages)
+	mux.HandleFunc("POST /v1/images/prefetch", a.prefetchImage)
 }
 
 // loadImage imports the image archive (`docker save` tarball or OCI
@@ -92,11 +99,19 @@ func (a *Agent) loadImage(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// listImages answers every image this node's runtime holds.
+// listImages answers the images of the cluster: every image a live member
+// holds, once per name and digest, with the nodes that hold it. With
+// ?scope=local, only this node's images (no nodes field). Members that do
+// not answer in time are left out, and named in a Warning header.
 func (a *Agent) listImages(w http.ResponseWriter, r *http.Request) {
 	rt := a.cfg.Runtime
 	if rt == nil {
 		writeError(w, http.StatusServiceUnavailable, errNoRuntime)
+		return
+	}
+	scope := r.URL.Query().Get("scope")
+	if scope != "" && scope != "local" && scope != "cluster" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("scope %q: want local or cluster", scope))
 		return
 	}
 	imgs, err := rt.Images(r.Context())
@@ -108,7 +123,15 @@ func (a *Agent) listImages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, "listing images: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, apiImages(imgs))
+	if scope == "local" {
+		writeJSON(w, http.StatusOK, apiImages(imgs))
+		return
+	}
+	out, missing := a.clusterImages(r.Context(), apiImages(imgs))
+	if len(missing) > 0 {
+		w.Header().Set("Warning", `199 shoal "no image list from `+strings.Join(missing, ", ")+`"`)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // apiImages converts runtime images to their API form (never nil, so the
@@ -149,4 +172,57 @@ func (rr *recordingReader) result() (int64, error) {
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	return rr.n, rr.err
+}
+
+// pinImage sets s.ImageDigest when the write creates the service or
+// changes its image, to the digest Image names on this node or, failing
+// that, on a peer; a write that keeps the image keeps the digest the
+// service had, so scaling or editing the environment never moves a
+// service to other bytes. An image that cannot be resolved stays a plain
+// reference (the runtime resolves it when it starts a replica). Docker's
+// services pin the same way: at create, and when the image changes.
+func (a *Agent) pinImage(ctx context.Context, s spec.Spec) spec.Spec {
+	if s.ImageDigest != "" || strings.Contains(s.Image, "@") {
+		return s
+	}
+	if prev, ok := a.store.Get(s.Name); ok {
+		if ps, err := spec.Decode(prev.Value); err == nil && ps.Image == s.Image {
+			s.ImageDigest = ps.ImageDigest
+			return s
+		}
+	}
+	if dg, ok := a.resolveImage(ctx, s.Image); ok {
+		s.ImageDigest = dg
+	}
+	return s
+}
+
+// resolveImage returns the digest of the image ref names: among this
+// node's images, then among its peers'.
+func (a *Agent) resolveImage(ctx context.Context, ref string) (string, bool) {
+	want := normalImageName(ref)
+	if rt := a.cfg.Runtime; rt != nil {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		imgs, err := rt.Images(lctx)
+		cancel()
+		if err != nil {
+			a.log.Warn("listing images to pin a digest", "image", ref, "err", err)
+		}
+		for _, img := range imgs {
+			if normalImageName(img.Name) == want && img.Digest != "" {
+				return img.Digest, true
+			}
+		}
+	}
+	return a.resolveImageOnPeers(ctx, ref)
+}
+
+// normalImageName normalises an image reference like docker does
+// ("demo:1" is "docker.io/library/demo:1"), or returns it as is.
+func normalImageName(ref string) string {
+	named, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return ref
+	}
+	return named.String()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/client"
+	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/runtime"
 	"github.com/shoalmesh/shoal/testenv"
 )
@@ -209,4 +210,83 @@ func apiOf(imgs []runtime.Image) []api.Image {
 		out[i] = api.Image{Name: img.Name}
 	}
 	return out
+}
+
+// A service is pinned to the digest its image has on the node that takes
+// the write, at create and when the image changes, never on other edits;
+// replicas run the pinned reference. An image nobody holds stays a plain
+// reference, and a digest in the image itself is kept as written.
+func TestServiceImageDigestPinning(t *testing.T) {
+	rt := runtime.NewFake()
+	c := testenv.New(t, testenv.Options{Nodes: 1, Runtime: func(*testenv.Node) runtime.Driver { return rt }})
+	cl := c.Nodes[0].Client
+	ctx := ctxT(t)
+	loaded, err := cl.LoadImage(ctx, strings.NewReader("demo:1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := loaded[0].Digest
+
+	put := func(s spec.Spec) api.Service {
+		t.Helper()
+		out, err := cl.PutService(ctx, s, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	web := spec.Spec{Name: "web", Image: "docker.io/library/demo:1", Replicas: 1}
+	if got := put(web); got.ImageDigest != first {
+		t.Fatalf("created with digest %q, want %q (the node's demo:1)", got.ImageDigest, first)
+	}
+	c.Eventually(15*time.Second, func() error {
+		rs := running(t, rt, "web")
+		if len(rs) != 1 || rs[0].Image != "docker.io/library/demo:1@"+first {
+			return fmt.Errorf("running %+v, want one replica of demo:1@%s", rs, first)
+		}
+		return nil
+	})
+
+	// demo:1 is loaded again with other content: scaling keeps the pin.
+	reloaded, err := cl.LoadImage(ctx, strings.NewReader("other:1 demo:1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloaded[1].Digest == first {
+		t.Fatal("the fake gave the reloaded image the same digest")
+	}
+	web.Replicas = 2
+	if got := put(web); got.ImageDigest != first {
+		t.Fatalf("scaled: digest %q, want the pinned %q", got.ImageDigest, first)
+	}
+	// Changing the image pins the new one.
+	web.Image = "other:1"
+	if got := put(web); got.ImageDigest != reloaded[0].Digest {
+		t.Fatalf("new image: digest %q, want %q", got.ImageDigest, reloaded[0].Digest)
+	}
+	// Nobody holds it: a plain reference.
+	web.Image = "nowhere:3"
+	if got := put(web); got.ImageDigest != "" {
+		t.Fatalf("unknown image pinned to %q", got.ImageDigest)
+	}
+	// A digest given by the user is the one that runs.
+	pinned := "demo:1@" + first
+	if got := put(spec.Spec{Name: "api", Image: pinned, Replicas: 1}); got.ImageDigest != "" || got.Image != pinned {
+		t.Fatalf("user digest: %+v", got.Spec)
+	}
+	// The image list: a bad scope is refused.
+	resp, err := http.Get("http://" + c.Nodes[0].Agent().APIAddr() + "/v1/images?scope=everywhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "want local or cluster") {
+		t.Fatalf("scope=everywhere: %d %s", resp.StatusCode, body)
+	}
+	// A digest field with a digest in the image is refused.
+	bad := spec.Spec{Name: "api", Image: pinned, ImageDigest: first, Replicas: 1}
+	if _, err := cl.PutService(ctx, bad, ""); err == nil || !strings.Contains(err.Error(), "image_digest") {
+		t.Fatalf("image_digest with a pinned image: %v", err)
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -16,9 +15,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/shoalmesh/shoal/gossip"
 	nodepeer "github.com/shoalmesh/shoal/node/peer"
@@ -210,20 +207,7 @@ func (a *Agent) serveLogs(ctx context.Context, s network.Stream) {
 
 // remoteLogs streams req from member m to emit until m ends or ctx does.
 func (a *Agent) remoteLogs(ctx context.Context, m gossip.Member, req logsRequest, emit func(string) error) error {
-	id, addr, err := peerOf(m)
-	if err != nil {
-		return err
-	}
-	lh := a.host.Libp2p()
-	if ma, err := manet.FromNetAddr(net.TCPAddrFromAddrPort(addr)); err == nil {
-		lh.Peerstore().AddAddr(id, ma, peerstore.TempAddrTTL)
-	}
-	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ocancel()
-	if lh.Network().Connectedness(id) != network.Connected {
-		octx = network.WithForceDirectDial(octx, "shoal: logs")
-	}
-	s, err := lh.NewStream(octx, id, logsProto)
+	s, err := a.openStream(ctx, m, logsProto)
 	if err != nil {
 		return fmt.Errorf("node: logs stream to %s: %w", m.Name, err)
 	}

@@ -356,9 +356,20 @@ func templateVersion(s spec.Spec) string {
 		Ports   []int             `json:"p,omitempty"`
 		CPUs    float64           `json:"cpu,omitempty"`
 		Memory  int64             `json:"mem,omitempty"`
-	}{s.Image, s.Command, s.Env, s.Network, targets, s.Resources.CPUs, int64(s.Resources.Memory)})
+	}{runImage(s), s.Command, s.Env, s.Network, targets, s.Resources.CPUs, int64(s.Resources.Memory)})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:4])
+}
+
+// runImage is the reference replicas of s run: the image pinned to its
+// digest when the spec holds one ("demo:1@sha256:..."). A spec without a
+// digest keeps the plain reference, and so the template version it had
+// before digests were pinned.
+func runImage(s spec.Spec) string {
+	if s.ImageDigest == "" {
+		return s.Image
+	}
+	return s.Image + "@" + s.ImageDigest
 }
 
 // containerID is the deterministic ID of a replica: service, slot and
@@ -389,7 +400,7 @@ func replicaSpec(s spec.Spec, slot int, node string) runtime.ReplicaSpec {
 		Service: s.Name,
 		Slot:    slot,
 		Version: v,
-		Image:   s.Image,
+		Image:   runImage(s),
 		Command: slices.Clone(s.Command),
 		Env:     env,
 		Network: network,

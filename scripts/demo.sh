@@ -2,7 +2,8 @@
 # The main job: installs what is missing, builds shoal, starts a local
 # multi-host cluster with `shoal dev up` (N hosts, each a network namespace
 # with its own address on a bridge, running a real `shoal agent`; a private
-# containerd), loads the demo image on every host, runs a 3-replica demo
+# containerd), loads the demo image on one host and prefetches it to the
+# others over the peer plane, runs a 3-replica demo
 # service on published port 8080, curls it through every host, then kills a
 # host (SIGKILL of its agent and containers) and shows the replacement
 # starting elsewhere while the answers continue. The cluster keeps running
@@ -66,8 +67,8 @@ wait_for() { # wait_for SECONDS CMD...: poll until CMD succeeds
 echo "== shoal image build-demo"
 "$shoal" image build-demo -o .dev/shoal-demo.tar
 echo
-echo "== shoal dev up --nodes $nodes (loads the demo image on every host)"
-dev up --nodes "$nodes" --image "$PWD/.dev/shoal-demo.tar"
+echo "== shoal dev up --nodes $nodes"
+dev up --nodes "$nodes"
 SHOAL_ADDR=$(dev addr 1)
 SHOAL_TOKEN=$(dev token)
 export SHOAL_ADDR SHOAL_TOKEN
@@ -75,6 +76,11 @@ mapfile -t addrs < <(dev ls -o json | grep -o '"address": *"[^"]*"' | cut -d'"' 
 echo
 echo "== shoal nodes"
 "$shoal" nodes
+echo
+echo "== shoal image load (on host-1 only), then prefetch: the others copy it from host-1 over the peer plane"
+"$shoal" image load .dev/shoal-demo.tar
+"$shoal" image prefetch shoal-demo:latest
+"$shoal" image ls
 echo
 echo "== shoal run web (3 replicas, published port 8080, HTTP health check)"
 "$shoal" run web --image shoal-demo:latest --replicas 3 \

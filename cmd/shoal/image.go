@@ -18,16 +18,18 @@ import (
 func newImageCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
-		Short: "Load and list container images on a node",
-		Long: `Load and list the container images a node holds.
+		Short: "Load, list and prefetch container images",
+		Long: `Load, list and prefetch the cluster's container images.
 
 No registry is needed: build the demo image with 'shoal image build-demo', or
 save any image with 'docker save' (or 'ctr image export'), and load the
-archive on a node with 'shoal image load'.`,
-		Args: nArgs(0, 0, "a subcommand: load, ls or build-demo"),
+archive on one node with 'shoal image load'. The other nodes fetch it from
+the nodes that hold it, over the peer plane, when they first need it, or at
+once with 'shoal image prefetch'.`,
+		Args: nArgs(0, 0, "a subcommand: load, ls, prefetch or build-demo"),
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newImageLoadCmd(g), newImageLsCmd(g), newImageBuildDemoCmd())
+	cmd.AddCommand(newImageLoadCmd(g), newImageLsCmd(g), newImagePrefetchCmd(g), newImageBuildDemoCmd())
 	return cmd
 }
 
@@ -70,7 +72,7 @@ streamed to the node, never held in memory.`,
 			if err != nil {
 				return fmt.Errorf("loading %s: %w", archiveName(args[0]), err)
 			}
-			return printImages(cmd.OutOrStdout(), g.json(), imgs)
+			return printImages(cmd.OutOrStdout(), g.json(), false, imgs)
 		},
 	}
 }
@@ -84,37 +86,55 @@ func archiveName(arg string) string {
 }
 
 func newImageLsCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var local bool
+	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
-		Short:   "List the images a node holds",
-		Long:    "List the images the node at --addr holds. With -o json the output is a JSON list with full digests.",
-		Args:    nArgs(0, 0, "no arguments"),
+		Short:   "List the cluster's images and the nodes that hold them",
+		Long: `List every image a node of the cluster holds, once per name and digest,
+with the nodes that hold it. With --local, only the images of the node at
+--addr. With -o json the output is a JSON list with full digests.`,
+		Args: nArgs(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			imgs, err := c.Images(ctx(cmd))
+			list := c.Images
+			if local {
+				list = c.LocalImages
+			}
+			imgs, err := list(ctx(cmd))
 			if err != nil {
 				return err
 			}
-			return printImages(cmd.OutOrStdout(), g.json(), imgs)
+			return printImages(cmd.OutOrStdout(), g.json(), !local, imgs)
 		},
 	}
+	cmd.Flags().BoolVar(&local, "local", false, "only the images of the node at --addr")
+	return cmd
 }
 
-// printImages prints images as a JSON list or a table.
-func printImages(w io.Writer, asJSON bool, imgs []api.Image) error {
+// printImages prints images as a JSON list or a table (with a NODES
+// column when withNodes).
+func printImages(w io.Writer, asJSON, withNodes bool, imgs []api.Image) error {
 	if asJSON {
 		if imgs == nil {
 			imgs = []api.Image{}
 		}
 		return writeJSON(w, imgs)
 	}
-	t := newTable(w, "NAME", "DIGEST", "SIZE", "PLATFORMS")
+	cols := []string{"NAME", "DIGEST", "SIZE", "PLATFORMS"}
+	if withNodes {
+		cols = append(cols, "NODES")
+	}
+	t := newTable(w, cols...)
 	for _, img := range imgs {
-		t.row(img.Name, shortDigest(img.Digest), formatSize(img.Size), strings.Join(img.Platforms, ","))
+		row := []string{img.Name, shortDigest(img.Digest), formatSize(img.Size), strings.Join(img.Platforms, ",")}
+		if withNodes {
+			row = append(row, strings.Join(img.Nodes, ","))
+		}
+		t.row(row...)
 	}
 	return t.flush()
 }

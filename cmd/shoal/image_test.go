@@ -114,10 +114,21 @@ func TestImageLoadAndLs(t *testing.T) {
 	}
 
 	ls := cli(t, nil, nil, addr, "image", "ls").ok(t).stdout
-	for _, n := range []string{"cache:3", "demo:1", "web:2", "linux/amd64"} {
+	for _, n := range []string{"cache:3", "demo:1", "web:2", "linux/amd64", "NODES"} {
 		if !strings.Contains(ls, n) {
 			t.Errorf("ls does not show %s:\n%s", n, ls)
 		}
+	}
+	// The cluster list names the node that holds each image; --local
+	// lists the node's own images without the column.
+	for _, line := range strings.Split(strings.TrimSpace(ls), "\n")[1:] {
+		if !strings.HasSuffix(line, " "+c.Nodes[0].Name) {
+			t.Errorf("ls line %q does not end with the node %s", line, c.Nodes[0].Name)
+		}
+	}
+	local := cli(t, nil, nil, addr, "image", "ls", "--local").ok(t).stdout
+	if strings.Contains(local, "NODES") || !strings.Contains(local, "demo:1") {
+		t.Errorf("ls --local:\n%s", local)
 	}
 	var list []api.Image
 	if err := json.Unmarshal([]byte(cli(t, nil, nil, addr, "image", "ls", "-o", "json").ok(t).stdout), &list); err != nil {
@@ -361,5 +372,42 @@ func TestFormatSize(t *testing.T) {
 		if got := formatSize(n); got != want {
 			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// Prefetch progress off a terminal: a line when each node starts and one
+// when it ends; a failed node fails the command.
+func TestPrefetchProgressLines(t *testing.T) {
+	var buf bytes.Buffer
+	b := newBarProgress(&buf, false)
+	img := "demo:1@sha256:" + strings.Repeat("0", 64)
+	for _, p := range []api.PrefetchProgress{
+		{Node: "n2", Image: img, State: "pulling"},
+		{Node: "n1", Image: img, State: "pulling"},
+		{Node: "n1", Image: img, State: "pulling", Done: 512, Total: 2048},
+		{Node: "n2", Image: img, State: "pulling", Done: 1024, Total: 2048},
+		{Node: "n1", Image: img, State: "done", Done: 2048, Total: 2048, Seconds: 1.25},
+		{Node: "n2", Image: img, State: "failed", Error: "peer went away"},
+	} {
+		b.update(p)
+	}
+	err := b.finish()
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "n2 ") || !strings.HasPrefix(lines[1], "n1 ") ||
+		!strings.Contains(lines[2], "["+strings.Repeat("=", 30)+"] 2.05kB done in 1.2s") ||
+		!strings.HasSuffix(lines[3], "failed: peer went away") {
+		t.Errorf("progress lines:\n%s", buf.String())
+	}
+	if err == nil || err.Error() != "prefetch failed on n2" {
+		t.Errorf("finish = %v, want the failed node", err)
+	}
+	// On a terminal the bars are redrawn in place.
+	buf.Reset()
+	tty := newBarProgress(&buf, true)
+	tty.update(api.PrefetchProgress{Node: "n1", Image: img, State: "pulling", Done: 1024, Total: 2048})
+	tty.update(api.PrefetchProgress{Node: "n1", Image: img, State: "done", Done: 2048, Total: 2048})
+	if err := tty.finish(); err != nil || !strings.Contains(buf.String(), "\x1b[1A") ||
+		!strings.Contains(buf.String(), "[==============>               ]") || !strings.Contains(buf.String(), "is on 1 node\n") {
+		t.Errorf("terminal output %q, finish %v", buf.String(), err)
 	}
 }

@@ -141,6 +141,9 @@ type Image struct {
 	Size int64 `json:"size"`
 	// Platforms it has content for ("linux/amd64").
 	Platforms []string `json:"platforms,omitempty"`
+	// Nodes hold this image (this name with this digest), sorted; in the
+	// cluster-wide list (GET /v1/images) only.
+	Nodes []string `json:"nodes,omitempty"`
 }
 
 // Replica is one replica as its owning node reports it: GET /v1/replicas.
@@ -176,4 +179,29 @@ type Replica struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 	// LastError is the last start failure, exit or probe error.
 	LastError string `json:"last_error,omitempty"`
+}
+
+// PrefetchRequest is the body of POST /v1/images/prefetch.
+type PrefetchRequest struct {
+	// Image is the reference to copy to every node ("demo:1"); the node
+	// pins it to the digest it or its peers hold.
+	Image string `json:"image"`
+}
+
+// PrefetchProgress is one line of the answer to POST /v1/images/prefetch
+// (a stream of JSON lines): a node's progress pulling the image.
+type PrefetchProgress struct {
+	Node string `json:"node"`
+	// Image is the reference pinned to its digest.
+	Image string `json:"image"`
+	// State is "pulling", then "done" or "failed".
+	State string `json:"state"`
+	// Done and Total are bytes of the image's content for the node's
+	// platform held and needed (Total 0: not known yet).
+	Done  int64 `json:"done"`
+	Total int64 `json:"total"`
+	// Seconds the pull took, on the last line of a node.
+	Seconds float64 `json:"seconds,omitempty"`
+	// Error says why the pull failed.
+	Error string `json:"error,omitempty"`
 }

@@ -1,19 +1,21 @@
 // Package peer is Shoal's peer plane: a go-libp2p host that carries
-// node-to-node bulk traffic (desired-state sync now; replica status, logs and
-// image blobs later).
+// node-to-node traffic: desired-state sync, replica status, logs, and image
+// content (package peerregistry).
 //
 // Every node has an Ed25519 identity kept in its data dir
 // ([LoadOrCreateIdentity]); its peer ID is published in the node's gossip
 // tags, and peers read it back with [PeerIDFromString]. The host ([New])
-// listens on TCP only, secures connections with Noise and multiplexes them
+// listens on TCP only, secures connections with TLS 1.3 (libp2p's TLS
+// handshake; Noise is offered too, as a fallback) and multiplexes them
 // with yamux. Relay, NAT port mapping, hole punching, AutoNAT probing, mDNS,
-// ping and metrics are all off: cluster members reach each other directly.
+// ping and metrics are all off: cluster members reach each other directly
+// (zero-conf discovery on a LAN is Shoal's own, package gossip/mdns).
 //
 // # Admission
 //
 // A connection gater admits only peers that the caller reports as current
 // cluster members ([Config.Allow]); it runs for every outbound dial and, after
-// the Noise handshake has authenticated the remote's ID, for every connection
+// the security handshake has authenticated the remote's ID, for every connection
 // in either direction. An optional address filter ([Config.AllowAddr]) lets
 // tests inject partitions. The gater guards new connections only: when a
 // member leaves (or a test partitions the network) the caller also calls

@@ -11,6 +11,13 @@ type Spec struct {
 	Name string `json:"name"`
 	// Image is the container image reference to run (required).
 	Image string `json:"image"`
+	// ImageDigest pins Image to the content it named when the service was
+	// created or its image last changed: the node that took the write sets
+	// it when it can resolve Image (its own images, then its peers').
+	// Replicas run Image@ImageDigest, so every node runs the same bytes
+	// even if a tag is loaded again with other content. Empty when Image
+	// carries its own digest or could not be resolved.
+	ImageDigest string `json:"image_digest,omitempty"`
 	// Replicas is how many copies to run, 0 to 1000.
 	Replicas int `json:"replicas"`
 	// Command overrides the image's entrypoint and arguments when non-empty.

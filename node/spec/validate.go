@@ -87,6 +87,13 @@ func (s Spec) Validate() error {
 	if r := imageProblem(s.Image); r != "" {
 		ps.add("image", "%s", r)
 	}
+	switch {
+	case s.ImageDigest == "":
+	case !imageDigestRE.MatchString(s.ImageDigest):
+		ps.add("image_digest", "must be \"sha256:\" followed by 64 lower-case hex digits, got %q", s.ImageDigest)
+	case strings.Contains(s.Image, "@"):
+		ps.add("image_digest", "must be empty when image carries a digest")
+	}
 	if s.Replicas < 0 || s.Replicas > MaxReplicas {
 		ps.add("replicas", "must be between 0 and %d, got %d", MaxReplicas, s.Replicas)
 	}

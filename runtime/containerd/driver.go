@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd"
@@ -100,6 +101,8 @@ type Driver struct {
 
 	fwdMu   sync.Mutex // guards fwdDone
 	fwdDone bool       // the iptables FORWARD rules are in place
+
+	resolver atomic.Pointer[resolverFunc] // set by SetImageResolver
 
 	stop chan struct{}  // closed by Close
 	wg   sync.WaitGroup // the log rotation loop

@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/containerd/remotes"
-	"github.com/containerd/containerd/remotes/docker"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -115,10 +114,13 @@ func (d *Driver) Images(ctx context.Context) ([]runtime.Image, error) {
 }
 
 // EnsureImage returns ref when it is held and unpacked for this platform,
-// unpacking it when only that is missing, and pulls it otherwise (plain
-// HTTP for registries on loopback). An image without a variant for this
-// platform is an error wrapping runtime.ErrPlatform; an unknown one wraps
-// runtime.ErrNotFound.
+// unpacking it when only that is missing, and pulls it otherwise: through
+// the resolver set with SetImageResolver (Shoal's peers first) when there
+// is one, else from its registry (plain HTTP for registries on loopback).
+// A ref pinned to a digest ("demo:1@sha256:...") is held when any stored
+// image has that target, whatever its name. An image without a variant
+// for this platform is an error wrapping runtime.ErrPlatform; an unknown
+// one wraps runtime.ErrNotFound.
 func (d *Driver) EnsureImage(ctx context.Context, ref string) (runtime.Image, error) {
 	ctx = d.nsCtx(ctx)
 	img, err := d.localImage(ctx, ref)
@@ -151,42 +153,16 @@ func (d *Driver) EnsureImage(ctx context.Context, ref string) (runtime.Image, er
 	return d.pull(ctx, ref)
 }
 
-// pull fetches ref from its registry and unpacks it for this platform. It
-// checks the platforms first, so a foreign image downloads no layers.
-func (d *Driver) pull(ctx context.Context, ref string) (runtime.Image, error) {
-	named, err := reference.ParseDockerRef(ref)
-	if err != nil {
-		return runtime.Image{}, fmt.Errorf("containerd: image reference %q: %w", ref, err)
-	}
-	name := named.String()
-	resolver := docker.NewResolver(docker.ResolverOptions{
-		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(isLoopbackHost)),
-	})
-	ps, err := remotePlatforms(ctx, resolver, name)
-	if err != nil {
-		return runtime.Image{}, classify(err, "pull %s", name)
-	}
-	if len(ps) > 0 && !slices.ContainsFunc(ps, platforms.Default().Match) {
-		return runtime.Image{}, platformError(name, ps)
-	}
-	image, err := d.client.Pull(ctx, name,
-		containerd.WithResolver(resolver),
-		containerd.WithPullUnpack,
-		containerd.WithPullSnapshotter(snapshotter),
-		containerd.WithPlatformMatcher(platforms.Default()))
-	if err != nil {
-		return runtime.Image{}, classify(err, "pull %s", name)
-	}
-	d.log.Info("image pulled", "image", name, "digest", image.Target().Digest)
-	return d.describe(ctx, image.Metadata())
-}
-
-// localImage finds ref among the stored images: normalised first
-// ("busybox" is docker.io/library/busybox:latest), then as written.
+// localImage finds ref among the stored images: by target digest when ref
+// is pinned to one, else normalised ("busybox" is
+// docker.io/library/busybox:latest), then as written.
 func (d *Driver) localImage(ctx context.Context, ref string) (images.Image, error) {
 	is := d.client.ImageService()
 	var names []string
 	if named, err := reference.ParseDockerRef(ref); err == nil {
+		if dg, ok := named.(reference.Digested); ok {
+			return d.imageByDigest(ctx, ref, dg.Digest())
+		}
 		names = append(names, named.String())
 	}
 	if len(names) == 0 || names[0] != ref {
@@ -202,6 +178,39 @@ func (d *Driver) localImage(ctx context.Context, ref string) (images.Image, erro
 		}
 	}
 	return images.Image{}, fmt.Errorf("containerd: image %s: %w", ref, runtime.ErrNotFound)
+}
+
+// imageByDigest finds a stored image whose target is dg. Among several,
+// one named like ref wins, then the first by name.
+func (d *Driver) imageByDigest(ctx context.Context, ref string, dg digest.Digest) (images.Image, error) {
+	if err := dg.Validate(); err != nil {
+		return images.Image{}, fmt.Errorf("containerd: image reference %q: %w", ref, err)
+	}
+	imgs, err := d.client.ImageService().List(ctx, "target.digest=="+dg.String())
+	if err != nil {
+		return images.Image{}, classify(err, "image %s", ref)
+	}
+	if len(imgs) == 0 {
+		return images.Image{}, fmt.Errorf("containerd: image %s: %w", ref, runtime.ErrNotFound)
+	}
+	want := ""
+	if named, err := reference.ParseNormalizedNamed(ref); err == nil {
+		if tagged, ok := named.(reference.Tagged); ok {
+			if t, err := reference.WithTag(reference.TrimNamed(named), tagged.Tag()); err == nil {
+				want = t.String()
+			}
+		}
+	}
+	slices.SortFunc(imgs, func(a, b images.Image) int {
+		if (a.Name == want) != (b.Name == want) {
+			if a.Name == want {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return imgs[0], nil
 }
 
 // describe turns a stored image into a runtime.Image.

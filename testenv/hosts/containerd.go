@@ -17,6 +17,11 @@ import (
 // ContainerdConfig is the config.toml of a private containerd daemon:
 // content, snapshots and the opt plugin under dir, runtime state under
 // state, the CRI plugin off, gRPC and ttrpc on socket (and socket.ttrpc).
+// Content is isolated per namespace: each host of a test cluster has its
+// own namespace and must hold (fetch, import) its own copy of an image, as
+// a separate machine would. With containerd's default ("shared"), a blob
+// one namespace holds is handed to another without any transfer, and
+// images would seem to travel between hosts when they do not.
 func ContainerdConfig(dir, state, socket string) string {
 	return fmt.Sprintf(`version = 2
 root = %q
@@ -31,6 +36,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
+
+[plugins."io.containerd.metadata.v1.bolt"]
+  content_sharing_policy = "isolated"
 `, filepath.Join(dir, "root"), state, socket, socket+".ttrpc", filepath.Join(dir, "opt"))
 }
 
