@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/images"
+	"github.com/containerd/platforms"
+
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/spec"
@@ -99,6 +102,23 @@ func TestImageLoadedOnOneNodeRunsEverywhere(t *testing.T) {
 		}
 		if !slices.ContainsFunc(imgs, func(i api.Image) bool { return i.Digest == want.Digest }) {
 			t.Fatalf("%s holds %+v, not %s", n.Name, imgs, want.Digest)
+		}
+	}
+	// Every layer stays in the pullers' content stores after the unpack,
+	// so they can serve the image on.
+	target, ok := drivers[0].LookupImage(ctx, want.Name)
+	if !ok {
+		t.Fatalf("%s does not find %s", c.Nodes[0].Name, want.Name)
+	}
+	m, err := images.Manifest(drivers[0].WithNamespace(ctx), drivers[0].ContentStore(), target, platforms.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range drivers[1:] {
+		for _, l := range m.Layers {
+			if _, err := d.ContentStore().Info(d.WithNamespace(ctx), l.Digest); err != nil {
+				t.Errorf("%s lacks layer %s after the pull: %v", c.Nodes[i+1].Name, l.Digest, err)
+			}
 		}
 	}
 	// The two copies came from node 0's content store: at least the
