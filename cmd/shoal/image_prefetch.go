@@ -137,6 +137,10 @@ func (b *barProgress) line(p api.PrefetchProgress) string {
 	}
 	status := fmt.Sprintf("%s/%s", formatSize(p.Done), size)
 	switch p.State {
+	case "pulling":
+		if p.Total == 0 {
+			status = "pulling"
+		}
 	case "done":
 		status = fmt.Sprintf("%s done in %.1fs", formatSize(p.Total), p.Seconds)
 	case "failed":

@@ -99,8 +99,8 @@ func badDigest(resolver remotes.Resolver, err error) (digest.Digest, bool) {
 // pull fetches ref and unpacks it for this platform, under a lease that
 // keeps partial content for a later attempt. It checks the platforms
 // first, so a foreign image downloads no layers. A ref pinned to a digest
-// is stored under that ref, and under its tag too when no image has that
-// name yet ("demo:1@sha256:..." also becomes "demo:1").
+// is stored under its tag ("demo:1@sha256:..." becomes "demo:1") unless
+// that tag names other content here (see nameByTag).
 func (d *Driver) pull(ctx context.Context, ref string) (runtime.Image, error) {
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
@@ -142,13 +142,33 @@ func (d *Driver) pull(ctx context.Context, ref string) (runtime.Image, error) {
 	}
 	img := image.Metadata()
 	if tagged, ok := tagOf(ref); ok && tagged != img.Name {
-		_, err := d.client.ImageService().Create(ctx, images.Image{Name: tagged, Target: img.Target})
-		if err != nil && !errdefs.IsAlreadyExists(err) {
-			d.log.Warn("naming pulled image", "image", img.Name, "name", tagged, "err", err)
-		}
+		img = d.nameByTag(ctx, img, tagged)
 	}
 	d.log.Info("image pulled", "image", name, "digest", img.Target.Digest)
 	return d.describe(ctx, img)
+}
+
+// nameByTag stores img, pulled by digest, under its tag instead: the tag
+// is created when no image has it, and the digest-named record is then
+// dropped (the tag holds the content), so lists show the image once. A
+// tag that names other content is left alone, and img keeps its name.
+func (d *Driver) nameByTag(ctx context.Context, img images.Image, tagged string) images.Image {
+	is := d.client.ImageService()
+	byTag, err := is.Create(ctx, images.Image{Name: tagged, Target: img.Target})
+	if errdefs.IsAlreadyExists(err) {
+		byTag, err = is.Get(ctx, tagged)
+	}
+	if err != nil {
+		d.log.Warn("naming pulled image", "image", img.Name, "name", tagged, "err", err)
+		return img
+	}
+	if byTag.Target.Digest != img.Target.Digest {
+		return img
+	}
+	if err := is.Delete(ctx, img.Name); err != nil && !errdefs.IsNotFound(err) {
+		d.log.Warn("dropping the digest name of a pulled image", "image", img.Name, "err", err)
+	}
+	return byTag
 }
 
 // pullOnce is one attempt of pull, through a fresh resolver, which it
