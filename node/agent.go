@@ -470,6 +470,7 @@ func (a *Agent) eventLoop(ctx context.Context) {
 					case gossip.EventJoin:
 						if m.Name != a.cfg.Name {
 							a.maybeSyncWithJoiner(ctx, m)
+							a.goBg(func() { a.exchangeStatus(ctx, m) })
 						}
 					case gossip.EventLeave:
 						if id, _, err := peerOf(m); err == nil {

@@ -49,3 +49,12 @@ func (a *Agent) PeerImageBytes() uint64 {
 	}
 	return a.images.handler.Stats().Bytes
 }
+
+// SetStatusPullInterval sets the period of status anti-entropy for agents
+// started afterwards and returns a func that restores it. Not for parallel
+// tests.
+func SetStatusPullInterval(d time.Duration) (restore func()) {
+	old := statusPullInterval
+	statusPullInterval = d
+	return func() { statusPullInterval = old }
+}

@@ -488,3 +488,42 @@ func TestHandoffEndsOnNewOwnersStatus(t *testing.T) {
 		return checkOwners(t, c, "web", 3)
 	})
 }
+
+// After a partition heals, the nodes push their replica status to the
+// members they see join, so the duplicates the two sides started end as
+// soon as the owners are known healthy: here with no periodic pass and no
+// status anti-entropy, only those pushes can tell the nodes.
+func TestDuplicatesEndAfterHealWithoutAntiEntropy(t *testing.T) {
+	t.Cleanup(node.SetReplicaResync(time.Hour))
+	t.Cleanup(node.SetStatusPullInterval(time.Hour))
+	c := testenv.New(t, testenv.Options{Nodes: 3})
+	ctx := ctxT(t)
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3}
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(20*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+
+	// Alone, node 0 runs every slot; the other side covers node 0's.
+	c.Partition([]int{0}, []int{1, 2})
+	c.Eventually(30*time.Second, func() error {
+		if got := len(running(t, fakes(c)[0], "web")); got != 3 {
+			return fmt.Errorf("isolated node runs %d replicas, want 3", got)
+		}
+		other := len(running(t, fakes(c)[1], "web")) + len(running(t, fakes(c)[2], "web"))
+		if other != 3 {
+			return fmt.Errorf("the other side runs %d replicas, want 3", other)
+		}
+		return nil
+	})
+
+	c.Heal()
+	c.Eventually(30*time.Second, func() error {
+		for i, f := range fakes(c) {
+			if got := len(running(t, f, "web")); got != 1 {
+				return fmt.Errorf("%s runs %d replicas of web, want 1", c.Nodes[i].Name, got)
+			}
+		}
+		return checkOwners(t, c, "web", 3)
+	})
+}

@@ -44,8 +44,9 @@ import (
 // statusProto is the peer-plane protocol for replica status.
 const statusProto = protocol.ID("/shoal/status/1")
 
-// statusPullInterval is the period of status anti-entropy.
-const statusPullInterval = 2 * time.Second
+// statusPullInterval is the period of status anti-entropy. A variable so
+// that a test can show what the pushes do without it.
+var statusPullInterval = 2 * time.Second
 
 // statusWarmRetry is how often a starting node with peers to join tries
 // its first status pull (see statusPullLoop).
@@ -451,6 +452,26 @@ func (a *Agent) statusPushLoop(ctx context.Context) {
 		}
 		wg.Wait()
 	}
+}
+
+// exchangeStatus swaps replica status with a member that joins (or comes
+// back after a partition): it pushes this node's document to m and pulls
+// m's newer ones. Without it each would learn the other's replicas only
+// from its random pulls, one member every statusPullInterval, and a slot
+// that moved would wait on its hand-off meanwhile. It runs once this node
+// sees m join, so the documents it pulls are not pruned as those of a
+// failed member (as a push that arrived before this node saw m back
+// could be).
+func (a *Agent) exchangeStatus(ctx context.Context, m gossip.Member) {
+	if doc, ok := a.replicas.status.local(); ok {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := a.callStatus(cctx, m, statusRequest{Op: "push", Doc: &doc})
+		cancel()
+		if err != nil {
+			a.log.Debug("status push to a joiner failed; anti-entropy will repair", "to", m.Name, "err", err)
+		}
+	}
+	a.pullStatus(ctx, m)
 }
 
 // statusPullLoop pulls newer documents from a random live member every
