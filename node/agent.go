@@ -60,7 +60,7 @@ type Agent struct {
 	// Set in Run before ready is closed; read-only afterwards.
 	store   *store.Store
 	host    *nodepeer.Host
-	images  *peerImages // nil unless the runtime shares content
+	images  atomic.Pointer[peerImages] // nil unless the runtime shares content; set in Run
 	cluster *gossip.Cluster
 	apiAddr string
 	metrics *metrics

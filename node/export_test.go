@@ -44,10 +44,11 @@ func SetReplicaResync(d time.Duration) (restore func()) {
 // PeerImageBytes is how many bytes of image content this agent served to
 // peers (0 without peer images).
 func (a *Agent) PeerImageBytes() uint64 {
-	if a.images == nil {
+	p := a.images.Load()
+	if p == nil {
 		return 0
 	}
-	return a.images.handler.Stats().Bytes
+	return p.handler.Stats().Bytes
 }
 
 // SetStatusPullInterval sets the period of status anti-entropy for agents

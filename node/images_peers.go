@@ -117,7 +117,7 @@ func (a *Agent) startPeerImages(ctx context.Context, wg *sync.WaitGroup) {
 	p.server = peerregistry.NewServer(a.host.Libp2p(), mux, a.log)
 	p.transport = peerregistry.NewTransport(a.host.Libp2p(), a.peerAddr)
 	p.client = &http.Client{Transport: p.transport}
-	a.images = p
+	a.images.Store(p)
 	rt.SetImageResolver(a.imageResolver)
 	a.host.Libp2p().SetStreamHandler(pullProto, a.servePull)
 	wg.Add(1)
@@ -146,7 +146,7 @@ func (a *Agent) peerAddr(id peer.ID) netip.AddrPort {
 // imageResolver is the runtime's resolver for one pull of ref: the live
 // members that hold it, in random order, then ref's registry.
 func (a *Agent) imageResolver(ctx context.Context, ref string) (remotes.Resolver, error) {
-	p := a.images
+	p := a.images.Load()
 	holders := a.imageHolders(ctx, ref)
 	peers := make([]peer.ID, 0, len(holders))
 	for _, h := range holders {
@@ -193,7 +193,7 @@ type holder struct {
 // (HEAD of the manifest on its peer registry) and returns those that do
 // and are not skipped for bad content, in random order.
 func (a *Agent) imageHolders(ctx context.Context, ref string) []holder {
-	p := a.images
+	p := a.images.Load()
 	if p == nil {
 		return nil
 	}
@@ -344,7 +344,7 @@ func (a *Agent) peerImageList(ctx context.Context, m gossip.Member) ([]api.Image
 	if err != nil {
 		return nil, err
 	}
-	resp, err := a.images.client.Do(req)
+	resp, err := a.images.Load().client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -385,7 +385,7 @@ func (a *Agent) clusterImages(ctx context.Context, mine []api.Image) ([]api.Imag
 	}
 	add(a.cfg.Name, mine)
 	var missing []string
-	if a.images != nil {
+	if a.images.Load() != nil {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, m := range a.livePeers() {

@@ -148,7 +148,7 @@ func (a *Agent) pullImage(ctx context.Context, ref string, report func(pullFrame
 		case r := <-done:
 			return r.img, r.err
 		case <-t.C:
-			d, total := a.images.rt.PullProgress(ctx, ref)
+			d, total := a.images.Load().rt.PullProgress(ctx, ref)
 			if err := report(pullFrame{Done: d, Total: total}); err != nil {
 				cancel()
 				r := <-done
@@ -202,7 +202,7 @@ func (a *Agent) pullOn(ctx context.Context, m gossip.Member, ref string, report 
 
 // prefetchImage answers POST /v1/images/prefetch.
 func (a *Agent) prefetchImage(w http.ResponseWriter, r *http.Request) {
-	if a.images == nil {
+	if a.images.Load() == nil {
 		writeError(w, http.StatusServiceUnavailable, "this node's runtime cannot share images")
 		return
 	}
