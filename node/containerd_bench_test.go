@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"slices"
 	"testing"
@@ -26,13 +25,7 @@ func BenchmarkSlotToHealthy(b *testing.B) {
 	c, _, sock := containerdCluster(b, 1)
 	n := c.Nodes[0]
 	ctx := context.Background()
-	f, err := os.Open(testenv.DemoArchive(b))
-	if err != nil {
-		b.Fatal(err)
-	}
-	_, err = n.Client.LoadImage(ctx, f)
-	f.Close()
-	if err != nil {
+	if _, err := loadArchive(ctx, n, testenv.DemoArchive(b)); err != nil {
 		b.Fatal(err)
 	}
 	report := func(b *testing.B, lat []time.Duration) {

@@ -78,6 +78,36 @@ func containerdCluster(t testing.TB, n int) (*testenv.Cluster, []*ctrd.Driver, s
 	return c, drivers, sock
 }
 
+// loadArchive loads the image archive at path on node n through its API.
+func loadArchive(ctx context.Context, n *testenv.Node, path string) ([]api.Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	imgs, err := n.Client.LoadImage(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("load on %s: %w", n.Name, err)
+	}
+	return imgs, nil
+}
+
+// waitNoContainers waits until no node's driver holds a container.
+func waitNoContainers(ctx context.Context, c *testenv.Cluster, drivers []*ctrd.Driver) {
+	c.Eventually(time.Minute, func() error {
+		for i, d := range drivers {
+			got, err := d.List(ctx)
+			if err != nil {
+				return err
+			}
+			if len(got) != 0 {
+				return fmt.Errorf("%s still has %d containers", c.Nodes[i].Name, len(got))
+			}
+		}
+		return nil
+	})
+}
+
 // e2eNamespace is a node's containerd namespace: per test process, since
 // runc keeps its state under /run/containerd/runc/<namespace> whatever the
 // daemon, and two test processes with private daemons would share it.
@@ -90,14 +120,9 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 
 	archive := testenv.DemoArchive(t)
 	for _, n := range c.Nodes {
-		f, err := os.Open(archive)
+		imgs, err := loadArchive(ctx, n, archive)
 		if err != nil {
 			t.Fatal(err)
-		}
-		imgs, err := n.Client.LoadImage(ctx, f)
-		f.Close()
-		if err != nil {
-			t.Fatalf("load on %s: %v", n.Name, err)
 		}
 		if len(imgs) != 1 || !strings.HasSuffix(imgs[0].Name, "shoal-demo:latest") {
 			t.Fatalf("%s imported %+v", n.Name, imgs)
@@ -236,18 +261,7 @@ func TestServiceRunsOnContainerd(t *testing.T) {
 	if _, err := c.Nodes[1].Client.DeleteService(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
-	c.Eventually(time.Minute, func() error {
-		for i, d := range drivers {
-			got, err := d.List(ctx)
-			if err != nil {
-				return err
-			}
-			if len(got) != 0 {
-				return fmt.Errorf("node-%d still has %d containers", i+1, len(got))
-			}
-		}
-		return nil
-	})
+	waitNoContainers(ctx, c, drivers)
 	// ... and every node closes the published ports.
 	c.Eventually(30*time.Second, func() error {
 		for _, n := range c.Nodes {

@@ -61,14 +61,8 @@ func BenchmarkImageToFourPeers(b *testing.B) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				f, err := os.Open(archive)
-				if err != nil {
+				if _, err := loadArchive(ctx, n, archive); err != nil {
 					b.Error(err)
-					return
-				}
-				defer f.Close()
-				if _, err := n.Client.LoadImage(ctx, f); err != nil {
-					b.Errorf("load on %s: %v", n.Name, err)
 				}
 			}()
 		}
@@ -79,14 +73,9 @@ func BenchmarkImageToFourPeers(b *testing.B) {
 		}
 
 		// Load on node 0, prefetch to the others.
-		f, err := os.Open(archive)
-		if err != nil {
+		if _, err := loadArchive(ctx, c.Nodes[0], archive); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Nodes[0].Client.LoadImage(ctx, f); err != nil {
-			b.Fatal(err)
-		}
-		f.Close()
 		b.StartTimer()
 		start = time.Now()
 		failed := false

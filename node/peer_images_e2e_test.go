@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -29,12 +28,7 @@ func TestImageLoadedOnOneNodeRunsEverywhere(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	f, err := os.Open(testenv.DemoArchive(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loaded, err := c.Nodes[0].Client.LoadImage(ctx, f)
-	f.Close()
+	loaded, err := loadArchive(ctx, c.Nodes[0], testenv.DemoArchive(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,18 +143,7 @@ func TestImageLoadedOnOneNodeRunsEverywhere(t *testing.T) {
 	if _, err := c.Nodes[1].Client.DeleteService(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
-	c.Eventually(time.Minute, func() error {
-		for i, d := range drivers {
-			got, err := d.List(ctx)
-			if err != nil {
-				return err
-			}
-			if len(got) != 0 {
-				return fmt.Errorf("%s still has %d containers", c.Nodes[i].Name, len(got))
-			}
-		}
-		return nil
-	})
+	waitNoContainers(ctx, c, drivers)
 }
 
 // shoal image prefetch: an image loaded on one node is copied to every
@@ -169,12 +152,7 @@ func TestImagePrefetchCopiesToEveryNode(t *testing.T) {
 	c, _, _ := containerdCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	f, err := os.Open(testenv.DemoArchive(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	loaded, err := c.Nodes[0].Client.LoadImage(ctx, f)
-	f.Close()
+	loaded, err := loadArchive(ctx, c.Nodes[0], testenv.DemoArchive(t))
 	if err != nil {
 		t.Fatal(err)
 	}
