@@ -185,7 +185,6 @@ func (r blamingResolver) BadDigest(err error) (digest.Digest, bool) {
 // holder is a member that holds an image, and the digest it has for it.
 type holder struct {
 	id     peer.ID
-	name   string
 	digest digest.Digest
 }
 
@@ -239,7 +238,7 @@ func (a *Agent) imageHolders(ctx context.Context, ref string) []holder {
 				return
 			}
 			mu.Lock()
-			out = append(out, holder{id: id, name: m.Name, digest: dg})
+			out = append(out, holder{id: id, digest: dg})
 			mu.Unlock()
 		}(m, id)
 	}
