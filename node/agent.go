@@ -82,6 +82,7 @@ type Agent struct {
 	lbs        *lbState
 	runtimeErr atomic.Pointer[string] // why the runtime is not ready; "" = ready
 	replicas   *replicaSet            // reconcile loop, probes, status view (replicas.go)
+	standby    *standbyMetrics        // failover standby (standby.go)
 }
 
 // memberView is an immutable snapshot of the membership.
@@ -103,6 +104,7 @@ func New(cfg Config) (*Agent, error) {
 		placement: newPlacementState(),
 		lbs:       newLBState(),
 		replicas:  newReplicaSet(cfg.Name),
+		standby:   newStandbyMetrics(),
 	}
 	notReady := "no container runtime driver"
 	a.runtimeErr.Store(&notReady)

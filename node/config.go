@@ -85,6 +85,9 @@ type Config struct {
 	Clock store.Clock
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// NoStandby turns off the failover standby (standby.go): no replicas
+	// are prepared for the slots of a suspected member.
+	NoStandby bool
 
 	// AllowAddr, when set, filters peer-plane traffic by remote IP. Tests
 	// use it (with a filtering gossip transport) to inject partitions.

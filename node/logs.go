@@ -84,7 +84,7 @@ func (a *Agent) localLogs(ctx context.Context, req logsRequest, emit func(string
 		errs []error
 	)
 	for _, c := range list {
-		if c.Service != req.Service {
+		if c.Service != req.Service || c.State == runtime.StatePrepared {
 			continue
 		}
 		wg.Add(1)

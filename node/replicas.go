@@ -80,22 +80,29 @@ type replicaSet struct {
 	// that moved until its new owner reports it healthy.
 	handoffWaiting atomic.Bool
 
-	mu      sync.Mutex // guards all following fields
-	slots   map[slotKey]slotState
-	busy    map[slotKey]int
-	lastErr map[slotKey]string
-	streams sync.WaitGroup // logs streams; Add only while !closed
-	closed  bool
+	mu    sync.Mutex // guards all following fields
+	slots map[slotKey]slotState
+	busy  map[slotKey]int
+	// prepared are the prepared containers (standby.go) by ID, as the
+	// last pass listed them and the standby has changed them since; local
+	// are the slots with another container here.
+	prepared map[string]runtime.Replica
+	local    map[slotKey]bool
+	lastErr  map[slotKey]string
+	streams  sync.WaitGroup // logs streams; Add only while !closed
+	closed   bool
 }
 
 func newReplicaSet(self string) *replicaSet {
 	return &replicaSet{
-		kick:    make(chan struct{}, 1),
-		status:  newStatusView(self),
-		metrics: newReplicaMetrics(),
-		slots:   make(map[slotKey]slotState),
-		busy:    make(map[slotKey]int),
-		lastErr: make(map[slotKey]string),
+		kick:     make(chan struct{}, 1),
+		status:   newStatusView(self),
+		metrics:  newReplicaMetrics(),
+		slots:    make(map[slotKey]slotState),
+		busy:     make(map[slotKey]int),
+		lastErr:  make(map[slotKey]string),
+		prepared: make(map[string]runtime.Replica),
+		local:    make(map[slotKey]bool),
 	}
 }
 
@@ -153,7 +160,7 @@ func (a *Agent) registerReplicaRoutes(mux *http.ServeMux) {
 // and call wg.Done.
 func (a *Agent) startReplicas(ctx context.Context, wg *sync.WaitGroup) {
 	r := a.replicas
-	a.metrics.reg.MustRegister(r.metrics.actions, r.metrics.running)
+	a.metrics.reg.MustRegister(r.metrics.actions, r.metrics.running, a.standby.prepares)
 	r.probes = newProber(a.cfg.Runtime, a.log, a.kickReplicas)
 	a.registerStatusHandler()
 	a.registerLogsHandler(ctx)
@@ -161,8 +168,9 @@ func (a *Agent) startReplicas(ctx context.Context, wg *sync.WaitGroup) {
 	if known, _ := loadKnownPeers(a.cfg.DataDir); len(known) > 0 {
 		hasSeeds = true
 	}
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); a.replicaLoop(ctx, hasSeeds) }()
+	go func() { defer wg.Done(); a.standbyLoop(ctx) }()
 	go func() { defer wg.Done(); a.statusPushLoop(ctx) }()
 	go func() { defer wg.Done(); a.statusPullLoop(ctx, hasSeeds) }()
 }
@@ -259,7 +267,7 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	}
 	defer r.passes.Add(1)
 	lctx, cancel := context.WithTimeout(ctx, listTimeout)
-	actual, err := drv.List(lctx)
+	listed, err := drv.List(lctx)
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
@@ -267,6 +275,25 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		}
 		return time.Time{}
 	}
+	// Prepared containers are the standby's (standby.go): not replicas.
+	actual, prepared := splitPrepared(listed)
+	r.mu.Lock()
+	for id, c := range r.prepared {
+		if r.busy[keyOf(c)] > 0 {
+			prepared[id] = c // being started: the list may be older
+		}
+	}
+	for id, c := range prepared {
+		if _, had := r.prepared[id]; !had && r.busy[keyOf(c)] > 0 {
+			delete(prepared, id) // being prepared (it adds it) or removed
+		}
+	}
+	r.prepared = prepared
+	r.local = make(map[slotKey]bool, len(actual))
+	for _, c := range actual {
+		r.local[keyOf(c)] = true
+	}
+	r.mu.Unlock()
 
 	specs := a.liveSpecs()
 	counts := make(map[string]int, len(specs))
@@ -436,8 +463,18 @@ func (a *Agent) startContainer(ctx context.Context, s runtime.ReplicaSpec) error
 	}
 	sctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
+	r := a.replicas
+	r.mu.Lock()
+	_, prepared := r.prepared[s.ID]
+	r.mu.Unlock()
 	if _, err := drv.Start(sctx, s); err != nil {
 		return fmt.Errorf("start %s: %w", s.ID, err)
+	}
+	if prepared {
+		r.mu.Lock()
+		delete(r.prepared, s.ID)
+		r.mu.Unlock()
+		a.standby.prepares.WithLabelValues("started").Inc()
 	}
 	return nil
 }

@@ -1,6 +1,10 @@
 package node
 
-import "context"
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
 
 // Test-only access to the replica loop, for the external tests.
 
@@ -17,4 +21,9 @@ func (a *Agent) CallStatus(ctx context.Context, to *Agent, req []byte) ([]byte, 
 		return nil, err
 	}
 	return a.host.Call(ctx, id, addr, statusProto, req)
+}
+
+// StandbyPrepares reads shoal_replica_prepares_total for one result.
+func (a *Agent) StandbyPrepares(result string) float64 {
+	return testutil.ToFloat64(a.standby.prepares.WithLabelValues(result))
 }

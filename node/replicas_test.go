@@ -44,6 +44,18 @@ func running(t *testing.T, f *runtime.Fake, service string) []runtime.Replica {
 	return out
 }
 
+// runningOne returns the first of nodes that runs a replica of service.
+func runningOne(t *testing.T, nodes []*testenv.Node, service string) *testenv.Node {
+	t.Helper()
+	for _, n := range nodes {
+		if len(running(t, n.Runtime().(*runtime.Fake), service)) > 0 {
+			return n
+		}
+	}
+	t.Fatalf("none of %d nodes runs a replica of %s", len(nodes), service)
+	return nil
+}
+
 // checkOwners checks that the running nodes run exactly the slots of
 // service that placement gives them, one container each.
 func checkOwners(t *testing.T, c *testenv.Cluster, service string, replicas int) error {
@@ -140,16 +152,7 @@ func TestReplicasFollowPlacement(t *testing.T) {
 	}
 
 	// Kill a node that owns a slot: the survivors take it over.
-	var victim *testenv.Node
-	for _, n := range c.Nodes[1:] {
-		if len(running(t, n.Runtime().(*runtime.Fake), "web")) > 0 {
-			victim = n
-			break
-		}
-	}
-	if victim == nil {
-		t.Fatal("nodes 2 to 5 run no replica")
-	}
+	victim := runningOne(t, c.Nodes[1:], "web")
 	if err := victim.Kill(); err != nil {
 		t.Fatal(err)
 	}

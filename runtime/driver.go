@@ -115,7 +115,22 @@ const (
 	StateRunning State = "running"
 	StateExited  State = "exited"
 	StateUnknown State = "unknown"
+	// StatePrepared: made by Preparer.Prepare and not started yet. The
+	// agent keeps such containers out of its replicas: they serve nothing
+	// until a Start of the same spec starts them.
+	StatePrepared State = "prepared"
 )
+
+// Preparer is an optional Driver interface for a fast failover: Prepare
+// does every step of Start but starting the container's process (image,
+// container, task, network), and a later Start of the same spec (same ID
+// and version) only starts the process. A prepared container shows in List
+// as StatePrepared; Stop removes it like any other. A Start whose ID names
+// a prepared container of another version, or one that cannot be started,
+// removes it and starts afresh.
+type Preparer interface {
+	Prepare(ctx context.Context, spec ReplicaSpec) (Replica, error)
+}
 
 // Replica is a container as the runtime reports it.
 type Replica struct {

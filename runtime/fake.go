@@ -38,15 +38,17 @@ type Fake struct {
 	changed    chan struct{} // buffered 1: a container changed state
 }
 
-// FakeOp is one Start or Stop the fake served.
+// FakeOp is one Start, Prepare or Stop the fake served.
 type FakeOp struct {
-	// Op is "start" or "stop".
+	// Op is "start", "prepare" or "stop".
 	Op string
 	// ID is the container's ID; Version its spec version (start only).
 	ID      string
 	Version string
 	// At is when the call was served.
 	At time.Time
+	// Prepared is set on a start that started a prepared container.
+	Prepared bool
 }
 
 // fakeLog is one container's log: its content and a channel closed (and
@@ -57,7 +59,10 @@ type fakeLog struct {
 	closed bool
 }
 
-var _ Driver = (*Fake)(nil)
+var (
+	_ Driver   = (*Fake)(nil)
+	_ Preparer = (*Fake)(nil)
+)
 
 // NewFake returns a ready fake runtime that holds every image.
 func NewFake() *Fake {
@@ -208,23 +213,38 @@ func (f *Fake) EnsureImage(ctx context.Context, ref string) (Image, error) {
 	return img, nil
 }
 
-// Start implements Driver.
-func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
+// admit runs the start hook (without the lock) and checks ctx: the
+// common start of Start and Prepare.
+func (f *Fake) admit(ctx context.Context, s ReplicaSpec) error {
 	f.mu.Lock()
 	hook := f.startErr
 	f.mu.Unlock()
 	if hook != nil {
 		if err := hook(s); err != nil {
-			return Replica{}, err
+			return err
 		}
 	}
-	if err := ctx.Err(); err != nil {
+	return ctx.Err()
+}
+
+// Start implements Driver.
+func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
+	if err := f.admit(ctx, s); err != nil {
 		return Replica{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return Replica{}, fmt.Errorf("%w: %v", ErrNotReady, f.err)
+	}
+	if c, ok := f.containers[s.ID]; ok && c.State == StatePrepared && c.Version == s.Version {
+		c.State, c.StartedAt = StateRunning, time.Now()
+		f.starts++
+		f.ops = append(f.ops, FakeOp{Op: "start", ID: s.ID, Version: s.Version, At: c.StartedAt, Prepared: true})
+		f.notifyLocked()
+		out := *c
+		out.HostPorts = maps.Clone(c.HostPorts)
+		return out, nil
 	}
 	if c, ok := f.containers[s.ID]; ok && c.State == StateRunning {
 		return Replica{}, fmt.Errorf("runtime: container %s already exists", s.ID)
@@ -249,6 +269,33 @@ func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
 	f.logs[s.ID] = l
 	f.starts++
 	f.ops = append(f.ops, FakeOp{Op: "start", ID: s.ID, Version: s.Version, At: r.StartedAt})
+	out := *r
+	out.HostPorts = maps.Clone(r.HostPorts)
+	return out, nil
+}
+
+// Prepare implements Preparer: the container is made in StatePrepared
+// (the start hook applies), and a Start of the same version starts it.
+func (f *Fake) Prepare(ctx context.Context, s ReplicaSpec) (Replica, error) {
+	if err := f.admit(ctx, s); err != nil {
+		return Replica{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return Replica{}, fmt.Errorf("%w: %v", ErrNotReady, f.err)
+	}
+	if _, ok := f.containers[s.ID]; ok {
+		return Replica{}, fmt.Errorf("runtime: container %s already exists", s.ID)
+	}
+	r := &Replica{ID: s.ID, Service: s.Service, Slot: s.Slot, Version: s.Version, Image: s.Image,
+		State: StatePrepared, HostPorts: map[int]int{}}
+	for _, p := range s.Ports {
+		r.HostPorts[p] = f.nextPort
+		f.nextPort++
+	}
+	f.containers[s.ID] = r
+	f.ops = append(f.ops, FakeOp{Op: "prepare", ID: s.ID, Version: s.Version, At: time.Now()})
 	out := *r
 	out.HostPorts = maps.Clone(r.HostPorts)
 	return out, nil

@@ -28,6 +28,7 @@ type agentFlags struct {
 	containerd, namespace, profile      string
 	logLevel, logFormat                 string
 	bridge, subnet, hostPorts           string
+	standby                             bool
 }
 
 func newAgentCmd() *cobra.Command {
@@ -74,6 +75,7 @@ SIGTERM or SIGINT leaves the cluster gracefully.`,
 	fl.StringVar(&f.subnet, "subnet", ctrd.DefaultSubnet.String(), "subnet the bridge-mode replicas get their addresses from")
 	fl.StringVar(&f.hostPorts, "host-ports", "20000-29999", "range of host ports mapped to bridge-mode replicas' ports")
 	fl.StringVar(&f.profile, "profile", "lan", "gossip timing: lan, wan, local or fast (a LAN preset that declares a crashed node failed in about a second)")
+	fl.BoolVar(&f.standby, "standby", true, "while a member is suspect, prepare (create, not start) the replicas this node would take over from it, so failover only starts them")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return cmd
@@ -114,6 +116,7 @@ func (f *agentFlags) config(token string) (node.Config, error) {
 		cfg.Labels[k] = v
 	}
 	cfg.Containerd, cfg.Namespace = f.containerd, f.namespace
+	cfg.NoStandby = !f.standby
 	if cfg.Gossip, err = gossip.ProfileConfig(f.profile); err != nil {
 		return node.Config{}, fmt.Errorf("--profile: %w", err)
 	}

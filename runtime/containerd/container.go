@@ -45,12 +45,95 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 	if err := identifiers.Validate(rs.ID); err != nil {
 		return runtime.Replica{}, fmt.Errorf("containerd: start: %w", err)
 	}
+	if r, ok, err := d.startPrepared(ctx, rs); ok || err != nil {
+		return r, err
+	}
+	return d.create(ctx, rs, false)
+}
+
+// Prepare implements runtime.Preparer: everything Start does but the
+// task's start. The container carries LabelPrepared; its task waits in
+// runc's created state, its network is set up.
+func (d *Driver) Prepare(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Replica, error) {
+	if err := identifiers.Validate(rs.ID); err != nil {
+		return runtime.Replica{}, fmt.Errorf("containerd: prepare: %w", err)
+	}
+	return d.create(ctx, rs, true)
+}
+
+// startPrepared starts the prepared container rs.ID if there is one of
+// rs's version (ok true). A container of that ID that cannot be used (other
+// version, not prepared, task gone) is removed so that the caller creates
+// it afresh (ok false, err nil); err is set when even that fails.
+func (d *Driver) startPrepared(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Replica, bool, error) {
+	ctx = d.nsCtx(ctx)
+	t0 := time.Now()
+	container, err := d.client.LoadContainer(ctx, rs.ID)
+	if errdefs.IsNotFound(err) {
+		return runtime.Replica{}, false, nil
+	}
+	if err != nil {
+		return runtime.Replica{}, false, classify(err, "start %s", rs.ID)
+	}
+	mode := rs.Network
+	if mode == "" {
+		mode = NetworkBridge
+	}
+	info, err := container.Info(ctx, containerd.WithoutRefreshedMetadata)
+	if err != nil {
+		return runtime.Replica{}, false, classify(err, "start %s", rs.ID)
+	}
+	r := replicaFromLabels(rs.ID, info.Image, info.Labels)
+	usable := info.Labels[LabelPrepared] == "1" && r.StartedAt.IsZero() &&
+		r.Version == rs.Version && info.Labels[LabelNetwork] == mode
+	var task containerd.Task
+	if usable {
+		task, err = container.Task(ctx, nil)
+		if err == nil {
+			st, serr := task.Status(ctx)
+			usable = serr == nil && st.Status == containerd.Created
+		} else {
+			usable = false
+		}
+	}
+	if !usable {
+		d.log.Warn("start: a container with this ID is in the way; removing it", "id", rs.ID,
+			"prepared", info.Labels[LabelPrepared] == "1", "version", r.Version)
+		if err := d.Stop(ctx, rs.ID, time.Second); err != nil {
+			return runtime.Replica{}, false, fmt.Errorf("containerd: start %s: removing the container in the way: %w", rs.ID, err)
+		}
+		return runtime.Replica{}, false, nil
+	}
+	if err := task.Start(ctx); err != nil {
+		err = classify(err, "start prepared task %s", rs.ID)
+		if serr := d.Stop(context.WithoutCancel(ctx), rs.ID, time.Second); serr != nil {
+			d.log.Warn("start cleanup: prepared container", "id", rs.ID, "err", serr)
+		}
+		return runtime.Replica{}, false, err
+	}
+	started := time.Now().UTC()
+	if _, err := container.SetLabels(ctx, map[string]string{LabelStarted: started.Format(time.RFC3339Nano)}); err != nil {
+		d.log.Warn("label start time", "id", rs.ID, "err", err)
+	}
+	d.log.Info("replica started", "id", rs.ID, "image", info.Image, "network", mode, "ip", r.IP,
+		"host_ports", info.Labels[LabelHostPorts], "prepared", true, "took", started.Sub(t0).Round(time.Millisecond))
+	r.State, r.StartedAt = runtime.StateRunning, started
+	return r, true, nil
+}
+
+// create makes the replica's container, task and network, and starts the
+// task unless prepare is set.
+func (d *Driver) create(ctx context.Context, rs runtime.ReplicaSpec, prepare bool) (runtime.Replica, error) {
+	verb := "start"
+	if prepare {
+		verb = "prepare"
+	}
 	mode := rs.Network
 	if mode == "" {
 		mode = NetworkBridge
 	}
 	if mode != NetworkBridge && mode != NetworkHost {
-		return runtime.Replica{}, fmt.Errorf("containerd: start %s: unknown network mode %q (want %q or %q)", rs.ID, rs.Network, NetworkBridge, NetworkHost)
+		return runtime.Replica{}, fmt.Errorf("containerd: %s %s: unknown network mode %q (want %q or %q)", verb, rs.ID, rs.Network, NetworkBridge, NetworkHost)
 	}
 	ctx = d.nsCtx(ctx)
 	t0 := time.Now()
@@ -85,6 +168,9 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 	}
 	if len(hostPorts) > 0 {
 		labels[LabelHostPorts] = formatHostPorts(hostPorts)
+	}
+	if prepare {
+		labels[LabelPrepared] = "1"
 	}
 
 	container, err := d.client.NewContainer(ctx, rs.ID,
@@ -165,6 +251,15 @@ func (d *Driver) Start(ctx context.Context, rs runtime.ReplicaSpec) (runtime.Rep
 		}
 	}
 	tNet := time.Now()
+	if prepare {
+		d.log.Info("replica prepared", "id", rs.ID, "image", img.Name, "network", mode, "ip", ip, "host_ports", labels[LabelHostPorts],
+			"took", tNet.Sub(t0).Round(time.Millisecond), "container", tContainer.Sub(t0).Round(time.Millisecond),
+			"task", tTask.Sub(tContainer).Round(time.Millisecond), "net", tNet.Sub(tTask).Round(time.Millisecond))
+		return runtime.Replica{
+			ID: rs.ID, Service: rs.Service, Slot: rs.Slot, Version: rs.Version, Image: img.Name,
+			State: runtime.StatePrepared, IP: ip, HostPorts: hostPorts,
+		}, nil
+	}
 	if err := task.Start(ctx); err != nil {
 		return fail(classify(err, "start task %s", rs.ID))
 	}
@@ -296,6 +391,9 @@ func (d *Driver) killTask(ctx context.Context, task containerd.Task, timeout tim
 	if st.Status == containerd.Stopped {
 		return nil
 	}
+	if st.Status == containerd.Created {
+		timeout = 0 // never started (prepared): nothing to shut down cleanly
+	}
 	waitC, err := task.Wait(ctx)
 	if err != nil {
 		return classify(err, "wait task")
@@ -353,7 +451,12 @@ func (d *Driver) replica(ctx context.Context, c containerd.Container) (runtime.R
 		return runtime.Replica{}, classify(err, "container %s", c.ID())
 	}
 	r := replicaFromLabels(c.ID(), info.Image, info.Labels)
+	prepared := info.Labels[LabelPrepared] == "1" && r.StartedAt.IsZero()
 	task, err := c.Task(ctx, nil)
+	if errdefs.IsNotFound(err) && prepared {
+		r.State = runtime.StatePrepared // its task is gone: Start replaces it
+		return r, nil
+	}
 	if errdefs.IsNotFound(err) {
 		r.State = runtime.StateCreated
 		if !r.StartedAt.IsZero() {
@@ -377,6 +480,9 @@ func (d *Driver) replica(ctx context.Context, c containerd.Container) (runtime.R
 		r.State = runtime.StateRunning
 	case containerd.Created:
 		r.State = runtime.StateCreated
+		if prepared {
+			r.State = runtime.StatePrepared
+		}
 	case containerd.Stopped:
 		r.State = runtime.StateExited
 		r.ExitCode = int(st.ExitStatus)

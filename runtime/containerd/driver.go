@@ -24,7 +24,10 @@ import (
 	"github.com/shoalmesh/shoal/runtime"
 )
 
-var _ runtime.Driver = (*Driver)(nil)
+var (
+	_ runtime.Driver   = (*Driver)(nil)
+	_ runtime.Preparer = (*Driver)(nil)
+)
 
 // Config configures a Driver. Zero fields take the defaults noted.
 type Config struct {

@@ -35,6 +35,9 @@ const (
 	LabelIP = "shoal.ip"
 	// LabelStarted is when the task was started (RFC 3339, UTC).
 	LabelStarted = "shoal.started"
+	// LabelPrepared marks a container made by Prepare; with no
+	// LabelStarted it is still waiting for its Start.
+	LabelPrepared = "shoal.prepared"
 )
 
 // Network modes of runtime.ReplicaSpec.Network.

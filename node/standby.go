@@ -1,0 +1,289 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoalmesh/shoal/gossip"
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/placement"
+	"github.com/shoalmesh/shoal/runtime"
+)
+
+// Failover standby: a member is suspect for most of the time it takes to
+// declare it failed (with the fast gossip preset the suspicion lasts about
+// 0.8 s of the 1.2 s), and creating a container (snapshot, runc task,
+// network) takes about as long as that again. So while a member is suspect,
+// each node computes placement as if the suspects were gone and prepares,
+// without starting, the replicas it would take over (runtime.Preparer). If
+// the member is declared failed, the slots become this node's, the reconcile
+// pass starts them, and the driver only has to start the prepared task. If
+// the member refutes the suspicion, the prepared containers are removed.
+//
+// Prepared containers are invisible to the rest of the agent: the reconcile
+// pass drops them from what the runtime lists (no status, no probes, no load
+// balancing), and a start of the same container ID finds and starts them.
+// The standby loop removes every prepared container that no suspicion wants
+// and no owned slot will start, including those an earlier run left behind.
+// Prepares and removals take the slot's busy mark, like the reconcile
+// pass's actions, so that the two never work on one slot at once.
+//
+// The suspicion is memberlist's own (a probe and the indirect probes went
+// unanswered), seen by every node through gossip; a member whose agent only
+// closed its connections is not suspected any sooner. Host-network replicas
+// are not prepared: their port is chosen at start.
+
+// standbyPoll is how often the standby loop reads the members' states:
+// memberlist has no event for a suspicion.
+const standbyPoll = 100 * time.Millisecond
+
+// standbyMaxInFlight bounds concurrent prepares: they are speculative, so
+// they should not crowd out the work of a node that is busy anyway.
+const standbyMaxInFlight = 4
+
+// standbyMetrics count what the standby does.
+type standbyMetrics struct {
+	prepares *prometheus.CounterVec
+}
+
+func newStandbyMetrics() *standbyMetrics {
+	return &standbyMetrics{
+		prepares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_replica_prepares_total",
+			Help: "Replicas prepared for a suspected member's slots, by outcome: prepared, failed, started (a start used one), discarded."},
+			[]string{"result"}),
+	}
+}
+
+// standbyState is the standby loop's memory.
+type standbyState struct {
+	suspects string                          // sorted, comma-joined suspect names of the last computation
+	view     *placementView                  // placement the last computation started from
+	want     map[slotKey]runtime.ReplicaSpec // replicas to keep prepared
+}
+
+// standbyLoop prepares and removes containers as suspicions come and go,
+// until ctx ends; it waits for its prepares and removals before returning.
+func (a *Agent) standbyLoop(ctx context.Context) {
+	prep, ok := a.cfg.Runtime.(runtime.Preparer)
+	if !ok || a.cfg.NoStandby {
+		return
+	}
+	var (
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, standbyMaxInFlight)
+		st    standbyState
+	)
+	defer wg.Wait()
+	tick := time.NewTicker(standbyPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if *a.runtimeErr.Load() != "" || a.replicas.passes.Load() == 0 {
+			continue // the reconcile pass has not listed the containers yet
+		}
+		a.standbyStep(ctx, prep, &st, &wg, slots)
+	}
+}
+
+// standbyStep runs one round: recompute what to prepare if the suspects
+// or the placement changed, then start prepares and removals.
+func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *standbyState, wg *sync.WaitGroup, slots chan struct{}) {
+	view := a.placement.view.Load()
+	gone := standbyGone(view.nodes, a.cluster.Members())
+	key := strings.Join(gone, ",")
+	if key != st.suspects || view != st.view {
+		st.suspects, st.view = key, view
+		st.want = a.standbyWant(view, gone)
+		if len(st.want) > 0 {
+			a.log.Debug("standby: preparing for suspects", "suspects", gone, "slots", len(st.want))
+		}
+	}
+	owned := make(map[slotKey]bool, len(view.owned))
+	for _, s := range view.owned {
+		owned[slotKey{s.Service, s.Index}] = true
+	}
+
+	r := a.replicas
+	r.mu.Lock()
+	var toPrepare []runtime.ReplicaSpec
+	for k, rs := range st.want {
+		if r.busy[k] > 0 || r.local[k] || owned[k] {
+			continue // being worked on, running here already, or the pass starts it
+		}
+		if _, ok := r.prepared[rs.ID]; ok {
+			continue
+		}
+		if len(toPrepare) >= cap(slots)-len(slots) {
+			break
+		}
+		r.busy[k]++
+		toPrepare = append(toPrepare, rs)
+	}
+	var (
+		toDiscard []runtime.Replica
+		specs     map[string]spec.Spec
+	)
+	for id, c := range r.prepared {
+		k := keyOf(c)
+		if w, ok := st.want[k]; (ok && w.ID == id) || r.busy[k] > 0 {
+			continue
+		}
+		if owned[k] {
+			// The pass starts it, if it is of the current template.
+			if specs == nil {
+				specs = a.liveSpecs()
+			}
+			if s, ok := specs[k.Service]; ok && replicaSpec(s, k.Slot, a.cfg.Name).ID == id {
+				continue
+			}
+		}
+		r.busy[k]++
+		delete(r.prepared, id)
+		toDiscard = append(toDiscard, c)
+	}
+	r.mu.Unlock()
+
+	for _, rs := range toPrepare {
+		slots <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			a.prepareReplica(ctx, prep, rs)
+		}()
+	}
+	for _, c := range toDiscard {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.discardPrepared(ctx, c)
+		}()
+	}
+}
+
+// standbyGone lists, sorted, the placed nodes that are no longer alive in
+// members: suspects, and members declared failed or gone since placement
+// was last computed (so that a prepared replica is kept through the moment
+// its slot changes owner).
+func standbyGone(placed []placement.Node, members []gossip.Member) []string {
+	alive := make(map[string]bool, len(members))
+	for _, m := range members {
+		if m.Status == gossip.StatusAlive {
+			alive[m.Name] = true
+		}
+	}
+	var gone []string
+	for _, n := range placed {
+		if !alive[n.Name] {
+			gone = append(gone, n.Name)
+		}
+	}
+	slices.Sort(gone)
+	return gone
+}
+
+// standbyWant computes placement without the gone nodes and returns the
+// replicas this node would gain, by slot (bridge network only).
+func (a *Agent) standbyWant(view *placementView, gone []string) map[slotKey]runtime.ReplicaSpec {
+	if len(gone) == 0 || len(view.nodes) == 0 {
+		return nil
+	}
+	nodes := slices.DeleteFunc(slices.Clone(view.nodes), func(n placement.Node) bool {
+		_, found := slices.BinarySearch(gone, n.Name)
+		return found
+	})
+	res := placement.Compute(nodes, view.services, placement.Options{})
+	specs := a.liveSpecs()
+	want := make(map[slotKey]runtime.ReplicaSpec)
+	for _, sl := range res.Owned(a.cfg.Name) {
+		if slices.Contains(view.owned, sl) {
+			continue
+		}
+		s, ok := specs[sl.Service]
+		if !ok || sl.Index >= s.Replicas || s.Network == spec.NetworkHost {
+			continue
+		}
+		want[slotKey{sl.Service, sl.Index}] = replicaSpec(s, sl.Index, a.cfg.Name)
+	}
+	return want
+}
+
+// prepareReplica prepares rs and releases its slot's busy mark.
+func (a *Agent) prepareReplica(ctx context.Context, prep runtime.Preparer, rs runtime.ReplicaSpec) {
+	r := a.replicas
+	k := slotKey{rs.Service, rs.Slot}
+	ictx, cancel := context.WithTimeout(ctx, imageTimeout)
+	_, err := a.cfg.Runtime.EnsureImage(ictx, rs.Image)
+	cancel()
+	var c runtime.Replica
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, startTimeout)
+		c, err = prep.Prepare(sctx, rs)
+		cancel()
+	}
+	r.mu.Lock()
+	if err == nil {
+		r.prepared[rs.ID] = c
+	}
+	r.releaseLocked(k)
+	r.mu.Unlock()
+	switch {
+	case err == nil:
+		a.standby.prepares.WithLabelValues("prepared").Inc()
+		a.log.Info("replica prepared for a suspect's slot", "slot", k.String(), "container", rs.ID)
+	case ctx.Err() == nil:
+		a.standby.prepares.WithLabelValues("failed").Inc()
+		a.log.Warn("preparing a replica failed", "slot", k.String(), "container", rs.ID, "err", err)
+	}
+	a.kickReplicas() // the slot may have become this node's meanwhile
+}
+
+// discardPrepared removes a prepared container no one wants any more.
+func (a *Agent) discardPrepared(ctx context.Context, c runtime.Replica) {
+	r := a.replicas
+	err := a.stopContainer(ctx, c.ID)
+	r.mu.Lock()
+	r.releaseLocked(keyOf(c))
+	if err != nil {
+		r.prepared[c.ID] = c // try again next round
+	}
+	r.mu.Unlock()
+	switch {
+	case err == nil:
+		a.standby.prepares.WithLabelValues("discarded").Inc()
+		a.log.Info("prepared replica removed: its slot stays elsewhere", "slot", keyOf(c).String(), "container", c.ID)
+	case ctx.Err() == nil:
+		a.log.Warn("removing a prepared replica failed", "container", c.ID, "err", err)
+	}
+	a.kickReplicas()
+}
+
+// releaseLocked drops one busy mark of slot k. r.mu must be held.
+func (r *replicaSet) releaseLocked(k slotKey) {
+	if r.busy[k]--; r.busy[k] <= 0 {
+		delete(r.busy, k)
+	}
+}
+
+// splitPrepared separates prepared containers from the others.
+func splitPrepared(list []runtime.Replica) (others []runtime.Replica, prepared map[string]runtime.Replica) {
+	prepared = make(map[string]runtime.Replica)
+	for _, c := range list {
+		if c.State == runtime.StatePrepared {
+			prepared[c.ID] = c
+		} else {
+			others = append(others, c)
+		}
+	}
+	return others, prepared
+}

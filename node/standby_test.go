@@ -1,0 +1,150 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
+	"github.com/shoalmesh/shoal/testenv"
+)
+
+// prepared lists a fake runtime's prepared containers.
+func prepared(t *testing.T, f *runtime.Fake) []runtime.Replica {
+	t.Helper()
+	list, err := f.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.DeleteFunc(list, func(r runtime.Replica) bool { return r.State != runtime.StatePrepared })
+}
+
+// While a crashed node is suspect, the node that will take over its slot
+// prepares the replica, and once the node is declared failed it only
+// starts the prepared container. Prepared containers never show as
+// replicas, and none is left over.
+func TestStandbyPreparesASuspectsSlots(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 4})
+	ctx := ctxT(t)
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3, Ports: []spec.Port{{Published: 8080, Target: 80}}}
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 3) })
+
+	victim := runningOne(t, c.Nodes[1:], "web")
+	lost := running(t, victim.Runtime().(*runtime.Fake), "web")[0]
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 3) })
+
+	// The new owner of the lost slot prepared it, then started that.
+	var owner *testenv.Node
+	for _, n := range c.Running() {
+		if o, _ := n.Agent().Placement().Owner("web", lost.Slot); o == n.Name {
+			owner = n
+		}
+	}
+	if owner == nil {
+		t.Fatalf("no running node owns web/%d", lost.Slot)
+	}
+	var ops []string
+	for _, op := range owner.Runtime().(*runtime.Fake).Ops() {
+		if op.ID == lost.ID {
+			ops = append(ops, fmt.Sprintf("%s prepared=%v", op.Op, op.Prepared))
+		}
+	}
+	if want := []string{"prepare prepared=false", "start prepared=true"}; !slices.Equal(ops, want) {
+		t.Fatalf("%s's operations on %s: %q, want %q", owner.Name, lost.ID, ops, want)
+	}
+	if got := owner.Agent().StandbyPrepares("started"); got != 1 {
+		t.Errorf("%s counted %v prepared replicas started, want 1", owner.Name, got)
+	}
+	// Nothing stays prepared anywhere.
+	c.Eventually(15*time.Second, func() error {
+		for _, n := range c.Running() {
+			if p := prepared(t, n.Runtime().(*runtime.Fake)); len(p) > 0 {
+				return fmt.Errorf("%s still holds prepared %+v", n.Name, p)
+			}
+		}
+		return nil
+	})
+}
+
+// Prepared containers left by an earlier run (the agent stopped during a
+// suspicion): the one of an owned slot's current template is started, not
+// recreated; the others are removed. Neither ever shows as a replica.
+func TestStandbyAdoptsOrRemovesLeftoverPrepared(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 1})
+	ctx := ctxT(t)
+	n := c.Nodes[0]
+	f := n.Runtime().(*runtime.Fake)
+	if _, err := n.Client.PutService(ctx, spec.Spec{Name: "web", Image: "demo:1", Replicas: 1}, ""); err != nil {
+		t.Fatal(err)
+	}
+	var rep runtime.Replica
+	c.Eventually(15*time.Second, func() error {
+		rs := running(t, f, "web")
+		if len(rs) != 1 {
+			return fmt.Errorf("%d running", len(rs))
+		}
+		rep = rs[0]
+		return nil
+	})
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Stop(ctx, rep.ID, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	own := runtime.ReplicaSpec{ID: rep.ID, Service: "web", Slot: 0, Version: rep.Version, Image: rep.Image}
+	stale := []runtime.ReplicaSpec{
+		{ID: "web-0-0ldversion", Service: "web", Slot: 0, Version: "0ldversion", Image: rep.Image},    // owned slot, old template
+		{ID: "web-3-" + rep.Version, Service: "web", Slot: 3, Version: rep.Version, Image: rep.Image}, // slot scaled away
+		{ID: "gone-0-abc", Service: "gone", Slot: 0, Version: "abc", Image: rep.Image},                // no such service
+	}
+	for _, rs := range append([]runtime.ReplicaSpec{own}, stale...) {
+		if _, err := f.Prepare(ctx, rs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ops := len(f.Ops())
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(15*time.Second, func() error {
+		if p := prepared(t, f); len(p) > 0 {
+			return fmt.Errorf("still prepared: %+v", p)
+		}
+		reps, err := n.Client.Replicas(ctx, "")
+		if err != nil {
+			return err
+		}
+		if len(reps) != 1 || reps[0].Container != rep.ID || reps[0].State != "running" {
+			return fmt.Errorf("replicas %+v, want %s running", reps, rep.ID)
+		}
+		return nil
+	})
+	var got []string
+	for _, op := range f.Ops()[ops:] {
+		got = append(got, fmt.Sprintf("%s %s prepared=%v", op.Op, op.ID, op.Prepared))
+	}
+	want := []string{"start " + rep.ID + " prepared=true"}
+	for _, rs := range stale {
+		want = append(want, "stop "+rs.ID+" prepared=false")
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("operations after the restart:\n%q\nwant\n%q", got, want)
+	}
+	if got := n.Agent().StandbyPrepares("discarded"); got != float64(len(stale)) {
+		t.Errorf("counted %v prepared replicas discarded, want %d", got, len(stale))
+	}
+}

@@ -1,0 +1,103 @@
+package containerd_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	ctd "github.com/containerd/containerd"
+
+	"github.com/shoalmesh/shoal/runtime"
+)
+
+// A prepared replica has its container, task and network but runs no
+// process; Start of the same spec only starts it (same address and host
+// port). A prepared replica is removed by Stop like any other, and one of
+// another version in the way of a Start is replaced.
+func TestPreparedReplica(t *testing.T) {
+	e := newEnv(t)
+	e.importImage(t, "shoal-test:1")
+	ctx := context.Background()
+	spec := runtime.ReplicaSpec{ID: "web-0-v1", Service: "web", Slot: 0, Version: "v1", Image: "shoal-test:1", Network: "bridge", Ports: []int{80}}
+	t.Cleanup(func() {
+		for _, id := range []string{"web-0-v1", "web-1-v1", "web-2-v1"} {
+			_ = e.d.Stop(ctx, id, time.Second)
+		}
+	})
+
+	p, err := e.d.Prepare(ctx, spec)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	hp := p.HostPorts[80]
+	if p.State != runtime.StatePrepared || !e.cfg.Subnet.Contains(p.IP) || hp == 0 || !p.StartedAt.IsZero() {
+		t.Fatalf("Prepare = %+v", p)
+	}
+	listed, ok := e.replica(t, spec.ID)
+	if !ok || listed.State != runtime.StatePrepared || listed.IP != p.IP || listed.HostPorts[80] != hp {
+		t.Fatalf("List = %+v (found %v), want it prepared at %s", listed, ok, p.IP)
+	}
+	c, err := e.client.LoadContainer(e.nsctx(), spec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(e.nsctx(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := task.Status(e.nsctx()); err != nil || st.Status != ctd.Created {
+		t.Fatalf("task status %+v, %v; want created", st, err)
+	}
+	// Nothing listens: the process has not started.
+	if conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(p.IP, 80).String(), time.Second); err == nil {
+		conn.Close()
+		t.Fatal("a prepared replica accepts connections")
+	}
+
+	r, err := e.d.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start of the prepared replica: %v", err)
+	}
+	if r.State != runtime.StateRunning || r.IP != p.IP || r.HostPorts[80] != hp || r.StartedAt.IsZero() {
+		t.Fatalf("Start = %+v, want the prepared one (%s, host port %d) running", r, p.IP, hp)
+	}
+	waitHello(t, fmt.Sprintf("http://127.0.0.1:%d/", hp))
+	if listed, ok := e.replica(t, spec.ID); !ok || listed.State != runtime.StateRunning || !listed.StartedAt.Equal(r.StartedAt) {
+		t.Fatalf("List after Start = %+v", listed)
+	}
+
+	// Stop removes a prepared replica with its network.
+	other := spec
+	other.ID, other.Slot = "web-1-v1", 1
+	p1, err := e.d.Prepare(ctx, other)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	if err := e.d.Stop(ctx, other.ID, 10*time.Second); err != nil {
+		t.Fatalf("Stop of a prepared replica: %v", err)
+	}
+	assertGone(t, e, other.ID, p1.IP, p1.HostPorts[80], 1)
+
+	// A prepared replica of another version is replaced by a Start.
+	old := spec
+	old.ID, old.Slot = "web-2-v1", 2
+	if _, err := e.d.Prepare(ctx, old); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	newer := old
+	newer.Version = "v2"
+	r2, err := e.d.Start(ctx, newer)
+	if err != nil {
+		t.Fatalf("Start over a prepared replica of another version: %v", err)
+	}
+	if r2.State != runtime.StateRunning || r2.Version != "v2" {
+		t.Fatalf("Start = %+v, want v2 running", r2)
+	}
+	if listed, ok := e.replica(t, old.ID); !ok || listed.Version != "v2" || listed.State != runtime.StateRunning {
+		t.Fatalf("List = %+v, want v2 running", listed)
+	}
+	waitHello(t, fmt.Sprintf("http://127.0.0.1:%d/", r2.HostPorts[80]))
+}
