@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	goruntime "runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +84,7 @@ type Agent struct {
 	runtimeErr atomic.Pointer[string] // why the runtime is not ready; "" = ready
 	replicas   *replicaSet            // reconcile loop, probes, status view (replicas.go)
 	standby    *standbyMetrics        // failover standby (standby.go)
+	plainLn    net.Listener           // plain image listener, with ImageTransferPlain
 }
 
 // memberView is an immutable snapshot of the membership.
@@ -234,6 +236,20 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("node: api: %w", err)
 	}
 	a.apiAddr = ln.Addr().String()
+	if a.cfg.ImageTransfer == ImageTransferPlain {
+		pl, err := net.Listen("tcp", net.JoinHostPort(a.cfg.BindAddr.String(), strconv.Itoa(a.cfg.ImagePort)))
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("node: plain image listener: %w", err)
+		}
+		a.plainLn = pl
+		closers = append(closers, func() error {
+			if err := pl.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	srv := &http.Server{
 		Handler:           a.apiHandler(),
 		ReadHeaderTimeout: 10 * time.Second,

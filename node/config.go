@@ -88,6 +88,13 @@ type Config struct {
 	// NoStandby turns off the failover standby (standby.go): no replicas
 	// are prepared for the slots of a suspected member.
 	NoStandby bool
+	// ImageTransfer is how this node sends image blobs to peers:
+	// ImageTransferEncrypted (the default, "" too) over the peer plane, or
+	// ImageTransferPlain: blob bodies over plain HTTP on ImagePort, each
+	// authorised by a ticket from the peer plane (peerregistry/plain.go).
+	ImageTransfer string
+	// ImagePort is the TCP port of the plain image listener (0: any).
+	ImagePort int
 
 	// AllowAddr, when set, filters peer-plane traffic by remote IP. Tests
 	// use it (with a filtering gossip transport) to inject partitions.
@@ -196,8 +203,25 @@ func (c *Config) validate() error {
 	if c.AdvertiseAddr.IsUnspecified() {
 		return errors.New("node: advertise address cannot be unspecified")
 	}
+	switch c.ImageTransfer {
+	case "", ImageTransferEncrypted, ImageTransferPlain:
+	default:
+		return fmt.Errorf("node: image transfer %q: want %q or %q", c.ImageTransfer, ImageTransferEncrypted, ImageTransferPlain)
+	}
+	if c.ImagePort < 0 || c.ImagePort > 65535 {
+		return fmt.Errorf("node: image port %d out of range", c.ImagePort)
+	}
+	if c.ImagePort != 0 && c.ImageTransfer != ImageTransferPlain {
+		return fmt.Errorf("node: an image port (%d) is only used with image transfer %q", c.ImagePort, ImageTransferPlain)
+	}
 	return nil
 }
+
+// Image transfer modes (Config.ImageTransfer).
+const (
+	ImageTransferEncrypted = "encrypted"
+	ImageTransferPlain     = "plain"
+)
 
 // isLoopbackHostPort reports whether addr's host is a loopback IP or
 // "localhost".

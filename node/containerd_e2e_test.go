@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/spec"
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 // containerdCluster starts n in-process agents that share one private
 // containerd daemon, each in its own containerd namespace with its own
 // bridge and subnet, publishing host ports on its own loopback address.
-func containerdCluster(t testing.TB, n int) (*testenv.Cluster, []*ctrd.Driver, string) {
+func containerdCluster(t testing.TB, n int, configure ...func(i int, c *node.Config)) (*testenv.Cluster, []*ctrd.Driver, string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	testenv.RequireBinaries(t, "containerd", "runc", "iptables")
@@ -50,6 +51,11 @@ func containerdCluster(t testing.TB, n int) (*testenv.Cluster, []*ctrd.Driver, s
 	drivers := make([]*ctrd.Driver, n)
 	c := testenv.New(t, testenv.Options{
 		Nodes: n,
+		Configure: func(i int, c *node.Config) {
+			for _, f := range configure {
+				f(i, c)
+			}
+		},
 		Runtime: func(node *testenv.Node) runtime.Driver {
 			bridge := fmt.Sprintf("se%d-%d", tag, node.Index)
 			d, err := ctrd.New(context.Background(), ctrd.Config{

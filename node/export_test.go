@@ -59,3 +59,13 @@ func SetStatusPullInterval(d time.Duration) (restore func()) {
 	statusPullInterval = d
 	return func() { statusPullInterval = old }
 }
+
+// PlainImageRequests counts the blob requests the plain image listener
+// served (0 without one).
+func (a *Agent) PlainImageRequests() uint64 {
+	p := a.images.Load()
+	if p == nil || p.plain == nil {
+		return 0
+	}
+	return p.plain.Stats().Served
+}

@@ -70,7 +70,8 @@ type peerImages struct {
 	handler   *peerregistry.Handler
 	server    *peerregistry.Server
 	transport *peerregistry.Transport
-	client    *http.Client // over transport, for HEADs and image lists
+	plain     *peerregistry.PlainServer // nil unless --image-transfer plain
+	client    *http.Client              // over transport, for HEADs and image lists
 	badPeers  prometheus.Counter
 	log       *slog.Logger
 
@@ -116,7 +117,27 @@ func (a *Agent) startPeerImages(ctx context.Context, wg *sync.WaitGroup) {
 	mux.HandleFunc("GET "+peerImagesPath, a.servePeerImages)
 	p.server = peerregistry.NewServer(a.host.Libp2p(), mux, a.log)
 	p.transport = peerregistry.NewTransport(a.host.Libp2p(), a.peerAddr)
+	if !a.cfg.BindAddr.IsUnspecified() {
+		p.transport.SetPlainSource(a.cfg.BindAddr) // peers' tickets name this address
+	}
 	p.client = &http.Client{Transport: p.transport}
+	if a.plainLn != nil {
+		ps, err := peerregistry.NewPlainServer(p.handler, a.plainLn, a.cfg.AdvertiseAddr, a.log)
+		if err != nil {
+			a.log.Error("plain image transfer off", "err", err)
+		} else {
+			p.plain = ps
+			p.handler.SetPlain(ps, a.plainClient)
+			a.log.Info("image blobs go to peers over plain HTTP (--image-transfer plain)", "addr", a.plainLn.Addr())
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := ps.Run(ctx); err != nil && ctx.Err() == nil {
+					a.log.Error("plain image server stopped", "err", err)
+				}
+			}()
+		}
+	}
 	a.images.Store(p)
 	rt.SetImageResolver(a.imageResolver)
 	a.host.Libp2p().SetStreamHandler(pullProto, a.servePull)
@@ -128,6 +149,20 @@ func (a *Agent) startPeerImages(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		a.host.Libp2p().RemoveStreamHandler(pullProto)
 	}()
+}
+
+// plainClient is the address a member connects to the plain image listener
+// from: its address in membership. remote is a peer ID.
+func (a *Agent) plainClient(remote string) (netip.Addr, bool) {
+	id, err := peer.Decode(remote)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	m, ok := a.members.Load().byPeer[id]
+	if !ok || !m.Addr.IsValid() {
+		return netip.Addr{}, false
+	}
+	return m.Addr, true
 }
 
 // peerAddr is a member's peer-plane address (invalid if it is not one).

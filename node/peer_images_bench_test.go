@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/api"
 )
 
@@ -36,9 +37,14 @@ import (
 // Reported: both wall times (median over the ops), their ratio, and the
 // peer plane's aggregate throughput (4 x image size / p2p time).
 //
+// $SHOAL_BENCH_IMAGE_TRANSFER sets every node's Config.ImageTransfer
+// ("plain" for blob bodies over plain HTTP).
+//
 //	go test ./node -run '^$' -bench ImageToFourPeers -benchtime 5x -timeout 30m
 func BenchmarkImageToFourPeers(b *testing.B) {
-	c, _, sock := containerdCluster(b, 5)
+	c, _, sock := containerdCluster(b, 5, func(_ int, cfg *node.Config) {
+		cfg.ImageTransfer = os.Getenv("SHOAL_BENCH_IMAGE_TRANSFER")
+	})
 	cl, err := containerd.New(sock)
 	if err != nil {
 		b.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/containerd/images"
 	"github.com/containerd/platforms"
 
+	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/spec"
@@ -149,7 +150,13 @@ func TestImageLoadedOnOneNodeRunsEverywhere(t *testing.T) {
 // shoal image prefetch: an image loaded on one node is copied to every
 // node at once, with progress per node; bad requests change nothing.
 func TestImagePrefetchCopiesToEveryNode(t *testing.T) {
-	c, _, _ := containerdCluster(t, 3)
+	// The holder sends blob bodies over plain HTTP (--image-transfer
+	// plain); the others keep the default.
+	c, _, _ := containerdCluster(t, 3, func(i int, cfg *node.Config) {
+		if i == 0 {
+			cfg.ImageTransfer = node.ImageTransferPlain
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	loaded, err := loadArchive(ctx, c.Nodes[0], testenv.DemoArchive(t))
@@ -202,6 +209,9 @@ func TestImagePrefetchCopiesToEveryNode(t *testing.T) {
 	}
 	if served < 2*uint64(want.Size) {
 		t.Errorf("the nodes served %d bytes of images to each other, want at least 2 x %d", served, want.Size)
+	}
+	if got := c.Nodes[0].Agent().PlainImageRequests(); got == 0 {
+		t.Errorf("the holder served no blob over its plain listener")
 	}
 	if lines < 2*len(c.Nodes) {
 		t.Errorf("%d progress lines for %d nodes, want a start and an end each", lines, len(c.Nodes))

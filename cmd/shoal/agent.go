@@ -29,6 +29,8 @@ type agentFlags struct {
 	logLevel, logFormat                 string
 	bridge, subnet, hostPorts           string
 	standby                             bool
+	imageTransfer                       string
+	imagePort                           int
 }
 
 func newAgentCmd() *cobra.Command {
@@ -75,6 +77,8 @@ SIGTERM or SIGINT leaves the cluster gracefully.`,
 	fl.StringVar(&f.subnet, "subnet", ctrd.DefaultSubnet.String(), "subnet the bridge-mode replicas get their addresses from")
 	fl.StringVar(&f.hostPorts, "host-ports", "20000-29999", "range of host ports mapped to bridge-mode replicas' ports")
 	fl.StringVar(&f.profile, "profile", "lan", "gossip timing: lan, wan, local or fast (a LAN preset that declares a crashed node failed in about a second)")
+	fl.StringVar(&f.imageTransfer, "image-transfer", "encrypted", "how image blobs go to peers: encrypted (over the peer plane) or plain (HTTP on --image-port, each request authorised over the peer plane and every blob verified by digest; faster, for networks you trust)")
+	fl.IntVar(&f.imagePort, "image-port", 0, "TCP port of the plain image listener, with --image-transfer plain (0: any free port)")
 	fl.BoolVar(&f.standby, "standby", true, "while a member is suspect, prepare (create, not start) the replicas this node would take over from it, so failover only starts them")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -117,6 +121,7 @@ func (f *agentFlags) config(token string) (node.Config, error) {
 	}
 	cfg.Containerd, cfg.Namespace = f.containerd, f.namespace
 	cfg.NoStandby = !f.standby
+	cfg.ImageTransfer, cfg.ImagePort = f.imageTransfer, f.imagePort
 	if cfg.Gossip, err = gossip.ProfileConfig(f.profile); err != nil {
 		return node.Config{}, fmt.Errorf("--profile: %w", err)
 	}

@@ -208,6 +208,8 @@ func TestAgentRefusesBadStarts(t *testing.T) {
 		{"bad label", []string{"--label", "zone"}, "--label"},
 		{"bad profile", []string{"--profile", "turbo"}, "--profile"},
 		{"bad name", []string{"--name", "Node_1"}, "name"},
+		{"bad image transfer", []string{"--image-transfer", "fast"}, "image transfer"},
+		{"image port without plain transfer", []string{"--image-port", "9000"}, "image port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

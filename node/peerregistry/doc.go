@@ -96,7 +96,13 @@
 // owns the serving goroutines; cancelling its context unregisters the
 // protocol, resets the streams in flight and waits for running handlers.
 //
-// Throughput: see BenchmarkThroughput. The peer plane's encryption is most
-// of the cost of a transfer, so on a CPU-bound machine a peer moves blobs
-// several times slower than plain HTTP on loopback.
+// Throughput: see BenchmarkThroughput and BenchmarkTLSCeiling. The peer
+// plane's encryption is most of the cost of a transfer, so on a CPU-bound
+// machine a peer moves blobs several times slower than plain HTTP on
+// loopback. A node may opt out for blob bodies: with a [PlainServer] set
+// on its Handler ([Handler.SetPlain]), blob GETs are redirected to a plain
+// HTTP listener with a ticket bound to the blob and the client's address;
+// [Transport] follows such a redirect only to the peer's own address and
+// falls back to the peer plane if the listener does not serve it (see
+// plain.go).
 package peerregistry

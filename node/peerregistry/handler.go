@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"sync"
@@ -44,13 +45,33 @@ type Handler struct {
 	tags  TagFunc // nil: tags are unknown
 	log   *slog.Logger
 	stats handlerCounters
+	plain atomic.Pointer[plainRedirect] // nil: blobs are served here
+}
+
+// plainRedirect sends blob GETs to a PlainServer (plain.go).
+type plainRedirect struct {
+	srv    *PlainServer
+	client func(remote string) (netip.Addr, bool)
+}
+
+// SetPlain makes the handler answer blob GETs with a redirect to srv, for
+// requests whose client address is known: client maps a request's
+// RemoteAddr (on the peer plane, the peer ID) to the address the client
+// will connect to srv from. Blobs of unknown clients, HEADs and manifests
+// are served as before. srv nil turns redirects off.
+func (h *Handler) SetPlain(srv *PlainServer, client func(remote string) (netip.Addr, bool)) {
+	if srv == nil {
+		h.plain.Store(nil)
+		return
+	}
+	h.plain.Store(&plainRedirect{srv: srv, client: client})
 }
 
 var _ http.Handler = (*Handler)(nil)
 
 // handlerCounters back HandlerStats.
 type handlerCounters struct {
-	requests, ok, notFound, invalid, failed, bytes atomic.Uint64
+	requests, ok, notFound, invalid, failed, bytes, redirected atomic.Uint64
 }
 
 // HandlerStats are a Handler's counters since NewHandler. All only grow.
@@ -67,6 +88,8 @@ type HandlerStats struct {
 	Failed uint64
 	// Bytes counts response body bytes written.
 	Bytes uint64
+	// Redirected counts blob GETs sent to the plain listener (SetPlain).
+	Redirected uint64
 }
 
 // NewHandler returns a Handler serving store. tags may be nil (requests by
@@ -81,12 +104,13 @@ func NewHandler(store content.InfoReaderProvider, tags TagFunc, log *slog.Logger
 // Stats returns a snapshot of the handler's counters.
 func (h *Handler) Stats() HandlerStats {
 	return HandlerStats{
-		Requests: h.stats.requests.Load(),
-		OK:       h.stats.ok.Load(),
-		NotFound: h.stats.notFound.Load(),
-		Invalid:  h.stats.invalid.Load(),
-		Failed:   h.stats.failed.Load(),
-		Bytes:    h.stats.bytes.Load(),
+		Requests:   h.stats.requests.Load(),
+		OK:         h.stats.ok.Load(),
+		NotFound:   h.stats.notFound.Load(),
+		Invalid:    h.stats.invalid.Load(),
+		Failed:     h.stats.failed.Load(),
+		Bytes:      h.stats.bytes.Load(),
+		Redirected: h.stats.redirected.Load(),
 	}
 }
 
@@ -99,6 +123,7 @@ const (
 	codeNameInvalid     = "NAME_INVALID"
 	codeUnsupported     = "UNSUPPORTED"
 	codeUnknown         = "UNKNOWN"
+	codeDenied          = "DENIED"
 )
 
 // ServeHTTP implements http.Handler.
@@ -135,7 +160,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "{}")
 		}
 	case rt.kind == routeBlob:
-		h.serveBlob(w, r, rt.digest)
+		h.serveBlob(w, r, rt)
 	case rt.kind == routeManifest:
 		h.serveManifest(w, r, rt)
 	}
@@ -165,12 +190,21 @@ func (h *Handler) done(r *http.Request, rt route, cw *countingWriter) {
 }
 
 // serveBlob answers GET/HEAD /v2/<name>/blobs/<d>, ranges included.
-func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, d digest.Digest) {
-	ctx := r.Context()
+func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt route) {
+	ctx, d := r.Context(), rt.digest
 	info, err := h.store.Info(ctx, d)
 	if err != nil {
 		h.storeError(w, r, err, codeBlobUnknown, "blob unknown to registry", d)
 		return
+	}
+	if p := h.plain.Load(); p != nil && r.Method == http.MethodGet && ctx.Value(plainKey{}) == nil && r.Header.Get(NoRedirectHeader) == "" {
+		if ip, ok := p.client(r.RemoteAddr); ok {
+			h.stats.redirected.Add(1)
+			w.Header().Set("Location", p.srv.URL(r.URL.EscapedPath(), d, ip))
+			w.Header().Set("Content-Length", "0")
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return
+		}
 	}
 	ra, err := h.store.ReaderAt(ctx, ocispec.Descriptor{Digest: d, Size: info.Size})
 	if err != nil {

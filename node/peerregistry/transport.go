@@ -20,9 +20,11 @@ import (
 // It keeps streams alive between requests and reuses them, as net/http
 // does TCP connections. It is safe for concurrent use.
 type Transport struct {
-	h    host.Host
-	addr func(peer.ID) netip.AddrPort
-	rt   *http.Transport
+	h     host.Host
+	addr  func(peer.ID) netip.AddrPort
+	rt    *http.Transport
+	plain *http.Transport // redirects to a peer's plain listener (plain.go)
+	local netip.Addr      // source address of plain connections; zero: any
 }
 
 var _ http.RoundTripper = (*Transport)(nil)
@@ -43,8 +45,83 @@ func NewTransport(h host.Host, addr func(peer.ID) netip.AddrPort) *Transport {
 		ResponseHeaderTimeout: 30 * time.Second,
 		ExpectContinueTimeout: time.Second,
 	}
+	t.plain = &http.Transport{
+		Proxy:                 nil,
+		DialContext:           t.dialPlain,
+		DisableCompression:    true,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       idleTimeout,
+		ResponseHeaderTimeout: 30 * time.Second,
+	}
 	return t
 }
+
+// SetPlainSource sets the source address of connections to peers' plain
+// listeners: the address they know this node by, which their tickets are
+// issued for. Call it before the first request.
+func (t *Transport) SetPlainSource(ip netip.Addr) { t.local = ip }
+
+// dialPlain connects to a peer's plain listener from t.local.
+func (t *Transport) dialPlain(ctx context.Context, network, address string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if t.local.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: t.local.AsSlice()}
+	}
+	c, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &stallConn{Conn: c}, nil
+}
+
+// followPlain follows a peer's redirect of a blob GET to its plain
+// listener: only to the peer's own address (as membership knows it) and the
+// same path, so that what comes back is still the blob asked for, from that
+// peer, and is verified as such.
+func (t *Transport) followPlain(req *http.Request, resp *http.Response, id peer.ID) (*http.Response, error) {
+	loc, err := resp.Location()
+	_ = resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("peerregistry: peer %s redirected without a usable Location: %w", id, err)
+	}
+	var own netip.AddrPort
+	if t.addr != nil {
+		own = t.addr(id)
+	}
+	ap, aerr := netip.ParseAddrPort(loc.Host)
+	switch {
+	case loc.Scheme != "http" || loc.User != nil || aerr != nil:
+		return nil, fmt.Errorf("peerregistry: peer %s redirected to %q: want http://<its address>:<port>/", id, loc.Redacted())
+	case !own.IsValid() || ap.Addr().Unmap() != own.Addr().Unmap():
+		return nil, fmt.Errorf("peerregistry: peer %s redirected to %s, not its own address (%v)", id, ap.Addr(), own.Addr())
+	case loc.EscapedPath() != req.URL.EscapedPath():
+		return nil, fmt.Errorf("peerregistry: peer %s redirected %s to another path %s", id, req.URL.Path, loc.Path)
+	}
+	plainReq := req.Clone(req.Context())
+	plainReq.URL, plainReq.Host = loc, ""
+	out, err := t.plain.RoundTrip(plainReq)
+	if err == nil && out.StatusCode == http.StatusForbidden {
+		// The ticket did not match how we reached the peer (another
+		// source address, say).
+		_ = out.Body.Close()
+		err = fmt.Errorf("plain listener refused the ticket (%s)", out.Status)
+	} else if err == nil || req.Context().Err() != nil {
+		return out, err
+	}
+	// No usable answer from the plain listener (a firewall, a refused
+	// ticket): fetch over the peer plane, asking the peer not to redirect.
+	again := req.Clone(req.Context())
+	again.Header.Set(NoRedirectHeader, "1")
+	out, perr := t.rt.RoundTrip(again)
+	if perr != nil {
+		return nil, fmt.Errorf("peerregistry: plain transfer from %s: %w; over the peer plane: %w", id, err, perr)
+	}
+	return out, nil
+}
+
+// NoRedirectHeader in a request asks the Handler to serve a blob itself
+// rather than redirect it to its plain listener.
+const NoRedirectHeader = "Shoal-No-Redirect"
 
 // RoundTrip implements http.RoundTripper. The request's URL must be
 // http://<peer ID>/...; the peer must be allowed by the host's gater (a
@@ -54,15 +131,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, fmt.Errorf("peerregistry: scheme %q: want http://<peer ID>/", req.URL.Scheme)
 	}
-	if _, err := peer.Decode(req.URL.Hostname()); err != nil || req.URL.Port() != "" {
+	id, err := peer.Decode(req.URL.Hostname())
+	if err != nil || req.URL.Port() != "" {
 		closeBody(req)
 		return nil, fmt.Errorf("peerregistry: host %q is not a peer ID", req.URL.Host)
 	}
-	return t.rt.RoundTrip(req)
+	resp, err := t.rt.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusTemporaryRedirect || req.Method != http.MethodGet {
+		return resp, err
+	}
+	return t.followPlain(req, resp, id)
 }
 
-// CloseIdleConnections resets the streams kept alive for reuse.
-func (t *Transport) CloseIdleConnections() { t.rt.CloseIdleConnections() }
+// CloseIdleConnections resets the streams kept alive for reuse and closes
+// idle plain connections.
+func (t *Transport) CloseIdleConnections() {
+	t.rt.CloseIdleConnections()
+	t.plain.CloseIdleConnections()
+}
 
 // dial opens a stream to the peer named by address ("<peer ID>:80").
 func (t *Transport) dial(ctx context.Context, _, address string) (net.Conn, error) {
