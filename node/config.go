@@ -86,7 +86,8 @@ type Config struct {
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
 	// NoStandby turns off the failover standby (standby.go): no replicas
-	// are prepared for the slots of a suspected member.
+	// are prepared for the slots of a suspected member (prepared ones an
+	// earlier run left are still started or removed).
 	NoStandby bool
 	// ImageTransfer is how this node sends image blobs to peers:
 	// ImageTransferEncrypted (the default, "" too) over the peer plane, or

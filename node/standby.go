@@ -71,7 +71,7 @@ type standbyState struct {
 // until ctx ends; it waits for its prepares and removals before returning.
 func (a *Agent) standbyLoop(ctx context.Context) {
 	prep, ok := a.cfg.Runtime.(runtime.Preparer)
-	if !ok || a.cfg.NoStandby {
+	if !ok {
 		return
 	}
 	var (
@@ -99,7 +99,10 @@ func (a *Agent) standbyLoop(ctx context.Context) {
 // or the placement changed, then start prepares and removals.
 func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *standbyState, wg *sync.WaitGroup, slots chan struct{}) {
 	view := a.placement.view.Load()
-	gone := standbyGone(view.nodes, a.cluster.Members())
+	var gone []string
+	if !a.cfg.NoStandby { // off: nothing is prepared, leftovers are still removed
+		gone = standbyGone(view.nodes, a.cluster.Members())
+	}
 	key := strings.Join(gone, ",")
 	if key != st.suspects || view != st.view {
 		st.suspects, st.view = key, view

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalmesh/shoal/node"
 	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/runtime"
 	"github.com/shoalmesh/shoal/testenv"
@@ -79,9 +80,16 @@ func TestStandbyPreparesASuspectsSlots(t *testing.T) {
 
 // Prepared containers left by an earlier run (the agent stopped during a
 // suspicion): the one of an owned slot's current template is started, not
-// recreated; the others are removed. Neither ever shows as a replica.
+// recreated; the others are removed. Neither ever shows as a replica. The
+// same with the standby turned off.
 func TestStandbyAdoptsOrRemovesLeftoverPrepared(t *testing.T) {
-	c := testenv.New(t, testenv.Options{Nodes: 1})
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("standby off %v", off), func(t *testing.T) { testLeftoverPrepared(t, off) })
+	}
+}
+
+func testLeftoverPrepared(t *testing.T, standbyOff bool) {
+	c := testenv.New(t, testenv.Options{Nodes: 1, Configure: func(_ int, cfg *node.Config) { cfg.NoStandby = standbyOff }})
 	ctx := ctxT(t)
 	n := c.Nodes[0]
 	f := n.Runtime().(*runtime.Fake)
