@@ -91,6 +91,10 @@ type Agent struct {
 type memberView struct {
 	byPeer map[peer.ID]gossip.Member
 	list   []gossip.Member
+	// aliveSince is, for each alive member, when this node saw it come
+	// back after it had been failed or gone; the zero time for members
+	// alive ever since this node first saw them.
+	aliveSince map[string]time.Time
 }
 
 // New validates cfg and builds an agent. It does no I/O.
@@ -415,7 +419,8 @@ func (a *Agent) allowPeer(id peer.ID) bool {
 // refreshMembers rebuilds the membership snapshot from gossip.
 func (a *Agent) refreshMembers() {
 	list := a.cluster.Members()
-	v := &memberView{byPeer: make(map[peer.ID]gossip.Member, len(list)), list: list}
+	v := &memberView{byPeer: make(map[peer.ID]gossip.Member, len(list)), list: list,
+		aliveSince: nextAliveSince(a.members.Load(), list, time.Now())}
 	for _, m := range list {
 		if m.TagsErr != nil || m.Tags.PeerID == "" {
 			continue
@@ -427,6 +432,25 @@ func (a *Agent) refreshMembers() {
 		v.byPeer[id] = m
 	}
 	a.members.Store(v)
+}
+
+// nextAliveSince computes memberView.aliveSince for list from the view
+// before it.
+func nextAliveSince(old *memberView, list []gossip.Member, now time.Time) map[string]time.Time {
+	out := make(map[string]time.Time, len(list))
+	for _, m := range list {
+		if !m.Alive() {
+			continue
+		}
+		if t, ok := old.aliveSince[m.Name]; ok {
+			out[m.Name] = t // alive before too
+		} else if slices.ContainsFunc(old.list, func(o gossip.Member) bool { return o.Name == m.Name }) {
+			out[m.Name] = now // back after a failure or a leave
+		} else {
+			out[m.Name] = time.Time{} // first seen now
+		}
+	}
+	return out
 }
 
 // openStream opens a stream for proto to member m on the peer plane,

@@ -42,6 +42,10 @@ import (
 // memberlist has no event for a suspicion.
 const standbyPoll = 100 * time.Millisecond
 
+// standbySettle is how long a member must have been alive before a
+// suspicion of it is acted on (see standbyGone).
+const standbySettle = 10 * time.Second
+
 // standbyMaxInFlight bounds concurrent prepares: they are speculative, so
 // they should not crowd out the work of a node that is busy anyway.
 const standbyMaxInFlight = 4
@@ -55,7 +59,7 @@ func newStandbyMetrics() *standbyMetrics {
 	return &standbyMetrics{
 		prepares: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_replica_prepares_total",
-			Help: "Replicas prepared for a suspected member's slots, by outcome: prepared, failed, started (a start used one), discarded."},
+			Help: "Replicas prepared for a suspected member's slots, by outcome: prepared, failed, cancelled (no longer wanted before it was done), started (a start used one), discarded."},
 			[]string{"result"}),
 	}
 }
@@ -101,7 +105,7 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	view := a.placement.view.Load()
 	var gone []string
 	if !a.cfg.NoStandby { // off: nothing is prepared, leftovers are still removed
-		gone = standbyGone(view.nodes, a.cluster.Members())
+		gone = standbyGone(view.nodes, a.cluster.Members(), a.members.Load().aliveSince, time.Now())
 	}
 	key := strings.Join(gone, ",")
 	if key != st.suspects || view != st.view {
@@ -118,6 +122,13 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 
 	r := a.replicas
 	r.mu.Lock()
+	// A prepare under way for a slot no longer wanted (the suspect
+	// answered) is cut short; the driver removes what it made.
+	for k, p := range r.preparing {
+		if w, ok := st.want[k]; (!ok || w.ID != p.id) && !owned[k] {
+			p.cancel()
+		}
+	}
 	var toPrepare []runtime.ReplicaSpec
 	for k, rs := range st.want {
 		if r.busy[k] > 0 || r.local[k] || owned[k] {
@@ -158,11 +169,17 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 
 	for _, rs := range toPrepare {
 		slots <- struct{}{}
+		pctx, cancel := context.WithCancel(ctx)
+		k := slotKey{rs.Service, rs.Slot}
+		r.mu.Lock()
+		r.preparing[k] = preparing{id: rs.ID, cancel: cancel}
+		r.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			a.prepareReplica(ctx, prep, rs)
+			defer cancel()
+			a.prepareReplica(pctx, prep, rs)
 		}()
 	}
 	for _, c := range toDiscard {
@@ -178,7 +195,12 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 // members: suspects, and members declared failed or gone since placement
 // was last computed (so that a prepared replica is kept through the moment
 // its slot changes owner).
-func standbyGone(placed []placement.Node, members []gossip.Member) []string {
+//
+// A member that came (back) less than standbySettle ago is never counted:
+// when a partition heals, the members of the other side come back while
+// stale suspicions of them still travel and are refuted, and preparing for
+// those would load every node at the moment it has real work to do.
+func standbyGone(placed []placement.Node, members []gossip.Member, aliveSince map[string]time.Time, now time.Time) []string {
 	alive := make(map[string]bool, len(members))
 	for _, m := range members {
 		if m.Status == gossip.StatusAlive {
@@ -187,6 +209,9 @@ func standbyGone(placed []placement.Node, members []gossip.Member) []string {
 	}
 	var gone []string
 	for _, n := range placed {
+		if since, ok := aliveSince[n.Name]; ok && now.Sub(since) < standbySettle {
+			continue
+		}
 		if !alive[n.Name] {
 			gone = append(gone, n.Name)
 		}
@@ -238,13 +263,17 @@ func (a *Agent) prepareReplica(ctx context.Context, prep runtime.Preparer, rs ru
 	if err == nil {
 		r.prepared[rs.ID] = c
 	}
+	delete(r.preparing, k)
 	r.releaseLocked(k)
 	r.mu.Unlock()
 	switch {
 	case err == nil:
 		a.standby.prepares.WithLabelValues("prepared").Inc()
 		a.log.Info("replica prepared for a suspect's slot", "slot", k.String(), "container", rs.ID)
-	case ctx.Err() == nil:
+	case ctx.Err() != nil:
+		a.standby.prepares.WithLabelValues("cancelled").Inc()
+		a.log.Info("preparing a replica cut short: no longer wanted", "slot", k.String(), "container", rs.ID)
+	default:
 		a.standby.prepares.WithLabelValues("failed").Inc()
 		a.log.Warn("preparing a replica failed", "slot", k.String(), "container", rs.ID, "err", err)
 	}
@@ -269,6 +298,12 @@ func (a *Agent) discardPrepared(ctx context.Context, c runtime.Replica) {
 		a.log.Warn("removing a prepared replica failed", "container", c.ID, "err", err)
 	}
 	a.kickReplicas()
+}
+
+// preparing is a prepare under way (standby.go).
+type preparing struct {
+	id     string
+	cancel context.CancelFunc
 }
 
 // releaseLocked drops one busy mark of slot k. r.mu must be held.

@@ -1,0 +1,54 @@
+package node
+
+import (
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/shoalmesh/shoal/gossip"
+	"github.com/shoalmesh/shoal/placement"
+)
+
+// standbyGone names the placed nodes not alive now, except those that
+// came (back) within standbySettle: a healed partition's stale suspicions
+// are not acted on.
+func TestStandbyGone(t *testing.T) {
+	now := time.Now()
+	placed := []placement.Node{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "d"}, {Name: "e"}}
+	members := []gossip.Member{
+		{Name: "a", Status: gossip.StatusAlive},
+		{Name: "b", Status: gossip.StatusSuspect}, // long a member: counted
+		{Name: "c", Status: gossip.StatusFailed},  // failed since placement ran: counted
+		{Name: "d", Status: gossip.StatusSuspect}, // just came back: not counted
+		// e: gone from the list altogether: counted
+	}
+	old := now.Add(-time.Hour)
+	since := map[string]time.Time{"a": old, "b": old, "c": old, "d": now.Add(-standbySettle / 2)}
+	if got, want := standbyGone(placed, members, since, now), []string{"b", "c", "e"}; !slices.Equal(got, want) {
+		t.Fatalf("gone = %v, want %v", got, want)
+	}
+	since["d"] = now.Add(-standbySettle)
+	if got, want := standbyGone(placed, members, since, now), []string{"b", "c", "d", "e"}; !slices.Equal(got, want) {
+		t.Fatalf("after the settle time: gone = %v, want %v", got, want)
+	}
+}
+
+// A member's aliveSince is set when it comes back after a failure or a
+// leave, kept while it stays alive, and zero for a member first seen.
+func TestNextAliveSince(t *testing.T) {
+	t0, t1 := time.Unix(1000, 0), time.Unix(2000, 0)
+	m := func(name string, st gossip.Status) gossip.Member { return gossip.Member{Name: name, Status: st} }
+	old := &memberView{
+		list:       []gossip.Member{m("a", gossip.StatusAlive), m("b", gossip.StatusFailed), m("c", gossip.StatusLeft), m("d", gossip.StatusSuspect)},
+		aliveSince: map[string]time.Time{"a": t0, "d": {}},
+	}
+	got := nextAliveSince(old, []gossip.Member{
+		m("a", gossip.StatusAlive), m("b", gossip.StatusAlive), m("c", gossip.StatusAlive),
+		m("d", gossip.StatusFailed), m("e", gossip.StatusAlive),
+	}, t1)
+	want := map[string]time.Time{"a": t0, "b": t1, "c": t1, "e": {}}
+	if !maps.Equal(got, want) {
+		t.Fatalf("aliveSince = %v, want %v", got, want)
+	}
+}
