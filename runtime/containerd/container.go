@@ -84,17 +84,19 @@ func (d *Driver) startPrepared(ctx context.Context, rs runtime.ReplicaSpec) (run
 		return runtime.Replica{}, false, classify(err, "start %s", rs.ID)
 	}
 	r := replicaFromLabels(rs.ID, info.Image, info.Labels)
-	usable := info.Labels[LabelPrepared] == "1" && r.StartedAt.IsZero() &&
-		r.Version == rs.Version && info.Labels[LabelNetwork] == mode
-	var task containerd.Task
-	if usable {
-		task, err = container.Task(ctx, nil)
-		if err == nil {
-			st, serr := task.Status(ctx)
-			usable = serr == nil && st.Status == containerd.Created
-		} else {
-			usable = false
+	prepared := info.Labels[LabelPrepared] == "1" && r.StartedAt.IsZero()
+	usable := prepared && r.Version == rs.Version && info.Labels[LabelNetwork] == mode
+	var status containerd.ProcessStatus
+	task, err := container.Task(ctx, nil)
+	if err == nil {
+		if st, serr := task.Status(ctx); serr == nil {
+			status = st.Status
 		}
+	}
+	usable = usable && status == containerd.Created
+	if !prepared && status == containerd.Running {
+		// Not ours to replace: a running replica of this very ID.
+		return runtime.Replica{}, false, fmt.Errorf("containerd: start %s: %w: a running container has this ID", rs.ID, errdefs.ErrAlreadyExists)
 	}
 	if !usable {
 		d.log.Warn("start: a container with this ID is in the way; removing it", "id", rs.ID,

@@ -68,6 +68,14 @@ func TestPreparedReplica(t *testing.T) {
 	if listed, ok := e.replica(t, spec.ID); !ok || listed.State != runtime.StateRunning || !listed.StartedAt.Equal(r.StartedAt) {
 		t.Fatalf("List after Start = %+v", listed)
 	}
+	// A second Start of a running replica is refused and touches nothing.
+	if _, err := e.d.Start(ctx, spec); err == nil {
+		t.Fatal("Start of a running replica's ID succeeded")
+	}
+	if listed, ok := e.replica(t, spec.ID); !ok || listed.State != runtime.StateRunning || !listed.StartedAt.Equal(r.StartedAt) {
+		t.Fatalf("List after a refused Start = %+v, want it running since %v", listed, r.StartedAt)
+	}
+	waitHello(t, fmt.Sprintf("http://127.0.0.1:%d/", hp))
 
 	// Stop removes a prepared replica with its network.
 	other := spec
