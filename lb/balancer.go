@@ -249,7 +249,10 @@ func (b *Balancer) listen(r Route) (*listener, error) {
 		eps:      make(map[epKey]*endpoint),
 		rm:       b.met.route(r.Service, r.Port),
 		conns:    make(map[net.Conn]struct{}),
+		stopc:    make(chan struct{}),
+		resumed:  make(chan struct{}),
 	}
+	close(l.resumed) // accepting
 	l.budget.init(b.cfg.RetryBudget)
 	l.set(r) // before serving: the first connection sees the endpoints
 	if l.protocol == ProtocolHTTP {

@@ -1,11 +1,16 @@
 package lb
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +34,13 @@ type listener struct {
 	connMu sync.Mutex // guards conns and closing
 	conns  map[net.Conn]struct{}
 	closed bool
+	stopc  chan struct{} // closed by close
+
+	// An L4 port without endpoints refuses connections (acceptMu guards
+	// paused and resumed; see setAccepting).
+	acceptMu sync.Mutex
+	paused   bool
+	resumed  chan struct{} // closed while accepting
 
 	// L7
 	srv       *http.Server
@@ -72,7 +84,82 @@ func (l *listener) set(r Route) {
 	}
 	l.eps = next
 	l.table.Store(newTable(r, eps))
+	if l.protocol != ProtocolHTTP {
+		l.setAccepting(len(eps) > 0)
+	}
 }
+
+// setAccepting makes an L4 port refuse connections while it has no
+// endpoint, as kube-proxy's REJECT rule does, rather than accept and
+// reset them: a client with several node addresses then tries the next
+// node. The socket stays bound and established connections are untouched:
+// on Linux, shutdown of a listening socket stops the listening, and listen
+// on the same socket starts it again; the port stays reserved meanwhile.
+func (l *listener) setAccepting(on bool) {
+	l.acceptMu.Lock()
+	defer l.acceptMu.Unlock()
+	if on != l.paused {
+		return // already so
+	}
+	tl, ok := l.ln.(*net.TCPListener)
+	if !ok {
+		return
+	}
+	rc, err := tl.SyscallConn()
+	if err == nil {
+		cerr := rc.Control(func(fd uintptr) {
+			// SO_REUSEADDR is off while paused: with it on both sides,
+			// another program could bind and listen on the port of a
+			// socket that does not listen.
+			if on {
+				err = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1),
+					syscall.Listen(int(fd), listenBacklog()))
+			} else {
+				err = errors.Join(syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 0),
+					syscall.Shutdown(int(fd), syscall.SHUT_RD))
+			}
+		})
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		l.b.log.Warn("lb: cannot switch accepting", "service", l.service, "port", l.port, "accepting", on, "err", err)
+		return
+	}
+	l.paused = !on
+	if on {
+		close(l.resumed)
+		l.b.log.Info("lb accepting again", "service", l.service, "port", l.port)
+	} else {
+		l.resumed = make(chan struct{})
+		l.b.log.Info("lb refusing connections: no endpoint", "service", l.service, "port", l.port)
+	}
+}
+
+// waitAccepting blocks while the port is paused; it reports false when
+// the listener closes meanwhile, and whether it was paused at all.
+func (l *listener) waitAccepting() (open, wasPaused bool) {
+	l.acceptMu.Lock()
+	paused, resumed := l.paused, l.resumed
+	l.acceptMu.Unlock()
+	if !paused {
+		return true, false
+	}
+	select {
+	case <-resumed:
+		return true, true
+	case <-l.stopc:
+		return false, true
+	}
+}
+
+// listenBacklog is the backlog net.Listen uses: somaxconn.
+var listenBacklog = sync.OnceValue(func() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if n, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil && n > 0 {
+		return min(n, 1<<16-1)
+	}
+	return syscall.SOMAXCONN
+})
 
 func addrStillUsed(m map[epKey]*endpoint, a netip.AddrPort) bool {
 	for k := range m {
@@ -109,6 +196,7 @@ func (l *listener) close() {
 	conns := l.conns
 	l.conns = nil
 	l.connMu.Unlock()
+	close(l.stopc)
 	if l.srv != nil {
 		_ = l.srv.Close() // closes the listener and the connections
 		l.transport.CloseIdleConnections()

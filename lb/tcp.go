@@ -21,6 +21,11 @@ func (l *listener) serveTCP() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			if open, wasPaused := l.waitAccepting(); !open {
+				return
+			} else if wasPaused {
+				continue // no endpoint meanwhile: the socket did not listen
+			}
 			// Out of file descriptors and the like: back off as
 			// net/http's Server does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,20 +211,19 @@ func TestL4RetriesRefusedConnectAndEjects(t *testing.T) {
 	}
 }
 
-func TestL4NoEndpointResets(t *testing.T) {
+// An L4 port whose service has no endpoint refuses connections rather
+// than accepting and resetting them.
+func TestL4NoEndpointRefuses(t *testing.T) {
 	b, ip := newBalancer(t, 9004, Config{})
 	b.Update([]Route{{Service: "empty", Port: 9004}})
-	// The balancer resets the connection: the client sees it at connect
-	// or at the first read.
-	if c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9004).String()); err == nil {
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Fatal("read succeeded on a service without endpoints")
+	if c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9004).String()); !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			c.Close()
 		}
+		t.Fatalf("connect to a service without endpoints: %v, want refused", err)
 	}
-	if n := testutil.ToFloat64(b.met.errs.WithLabelValues("empty", "9004", "", "no_endpoint")); n != 1 {
-		t.Errorf("no_endpoint errors = %v, want 1", n)
+	if n := testutil.ToFloat64(b.met.errs.WithLabelValues("empty", "9004", "", "no_endpoint")); n != 0 {
+		t.Errorf("no_endpoint errors = %v, want 0: nothing was accepted", n)
 	}
 }
 
@@ -345,14 +345,25 @@ func TestListenersFollowUpdates(t *testing.T) {
 	if name, err := askName(addr); err != nil || name != "x" {
 		t.Fatalf("served: %q, %v", name, err)
 	}
-	// Scaled to zero: the port stays, without endpoints.
+	// Scaled to zero: the port stays, without endpoints, and refuses
+	// connections (a client with other node addresses tries those).
 	b.Update([]Route{{Service: "a", Port: 9007}})
-	if _, err := askName(addr); err == nil {
-		t.Fatal("a service scaled to 0 still answered")
+	if _, err := askName(addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("a service scaled to 0: %v, want the connection refused", err)
 	}
 	if got := b.Ports(); len(got) != 1 || got[0] != 9007 {
 		t.Fatalf("ports after scale to 0 = %v, want [9007]", got)
 	}
+	if other, err := net.Listen("tcp", addr); err == nil {
+		other.Close()
+		t.Fatal("another program could take the port of a service scaled to 0")
+	}
+	// Scaled up again: served on the same port.
+	b.Update([]Route{{Service: "a", Port: 9007, Endpoints: endpoints(be.addr)}})
+	if name, err := askName(addr); err != nil || name != "x" {
+		t.Fatalf("served after scaling up again: %q, %v", name, err)
+	}
+	b.Update([]Route{{Service: "a", Port: 9007}})
 	// Deleted: the port closes.
 	b.Update(nil)
 	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
@@ -391,4 +402,42 @@ func TestListenersFollowUpdates(t *testing.T) {
 	if name, err := askName(netip.AddrPortFrom(ip, 9008).String()); err != nil || name != "x" {
 		t.Fatalf("service c: %q, %v", name, err)
 	}
+}
+
+// A connection established before its service loses every endpoint keeps
+// working; new ones are refused until an endpoint is back.
+func TestL4RefusesWithoutEndpointsKeepsConnections(t *testing.T) {
+	be := newTCPBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	b, ip := newBalancer(t, 9011, Config{})
+	addr := netip.AddrPortFrom(ip, 9011).String()
+	b.Update([]Route{{Service: "echo", Port: 9011, Endpoints: endpoints(be.addr)}})
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	echo := func(msg string) {
+		t.Helper()
+		if _, err := io.WriteString(c, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		if line, err := r.ReadString('\n'); err != nil || line != msg+"\n" {
+			t.Fatalf("echo of %q: %q, %v", msg, line, err)
+		}
+	}
+	echo("before")
+	b.Update([]Route{{Service: "echo", Port: 9011}})
+	if _, err := net.DialTimeout("tcp", addr, 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("new connection without endpoints: %v, want refused", err)
+	}
+	echo("during")
+	b.Update([]Route{{Service: "echo", Port: 9011, Endpoints: endpoints(be.addr)}})
+	c2, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("new connection with the endpoint back: %v", err)
+	}
+	c2.Close()
+	echo("after")
 }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +18,26 @@ import (
 	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/testenv"
 )
+
+// portHeld reports nil if a load balancer holds ap: a connection is
+// refused (no endpoint) and the port cannot be bound.
+func portHeld(ap netip.AddrPort) error {
+	if conn, err := net.DialTimeout("tcp", ap.String(), time.Second); err == nil {
+		conn.Close()
+		return fmt.Errorf("%s accepts a connection without a replica", ap)
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		return err
+	}
+	ln, err := net.Listen("tcp", ap.String())
+	if err == nil {
+		ln.Close()
+		return fmt.Errorf("%s is free", ap)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return err
+	}
+	return nil
+}
 
 func TestPublishedPortsAreServedAndClashesReported(t *testing.T) {
 	c := testenv.New(t, testenv.Options{Nodes: 2})
@@ -31,13 +53,12 @@ func TestPublishedPortsAreServedAndClashesReported(t *testing.T) {
 	if _, err := n0.Client.PutService(ctx, s, ""); err != nil {
 		t.Fatal(err)
 	}
-	// Node 0 listens; node 1 says why it cannot, in ls and inspect.
+	// Node 0 holds the port (refusing connections: no replica yet); node
+	// 1 says why it cannot, in ls and inspect.
 	c.Eventually(10*time.Second, func() error {
-		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n0.Addr, 18090).String(), time.Second)
-		if err != nil {
+		if err := portHeld(netip.AddrPortFrom(n0.Addr, 18090)); err != nil {
 			return err
 		}
-		conn.Close()
 		got, err := n1.Client.Service(ctx, "web")
 		if err != nil {
 			return err
@@ -60,14 +81,12 @@ func TestPublishedPortsAreServedAndClashesReported(t *testing.T) {
 	if _, err := n1.Client.Service(ctx, "other"); !client.IsNotFound(err) {
 		t.Fatalf("the refused service was stored: %v", err)
 	}
-	// Once the port is free, node 1 serves it too.
+	// Once the port is free, node 1 takes it too.
 	held.Close()
 	c.Eventually(15*time.Second, func() error {
-		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n1.Addr, 18090).String(), time.Second)
-		if err != nil {
+		if err := portHeld(netip.AddrPortFrom(n1.Addr, 18090)); err != nil {
 			return err
 		}
-		conn.Close()
 		got, err := n1.Client.Service(ctx, "web")
 		if err != nil || len(got.Problems) != 0 {
 			return fmt.Errorf("node 1 still reports %q (%v)", got.Problems, err)
