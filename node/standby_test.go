@@ -45,25 +45,34 @@ func TestStandbyPreparesASuspectsSlots(t *testing.T) {
 	c.Eventually(30*time.Second, func() error { return checkOwners(t, c, "web", 3) })
 	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 3) })
 
-	// The new owner of the lost slot prepared it, then started that.
+	// The new owner of the lost slot (once every node agrees which) prepared
+	// it, then started that.
 	var owner *testenv.Node
-	for _, n := range c.Running() {
-		if o, _ := n.Agent().Placement().Owner("web", lost.Slot); o == n.Name {
-			owner = n
+	want := []string{"prepare prepared=false", "start prepared=true"}
+	c.Eventually(15*time.Second, func() error {
+		owner = nil
+		names := map[string]bool{}
+		for _, n := range c.Running() {
+			o, _ := n.Agent().Placement().Owner("web", lost.Slot)
+			names[o] = true
+			if o == n.Name {
+				owner = n
+			}
 		}
-	}
-	if owner == nil {
-		t.Fatalf("no running node owns web/%d", lost.Slot)
-	}
-	var ops []string
-	for _, op := range owner.Runtime().(*runtime.Fake).Ops() {
-		if op.ID == lost.ID {
-			ops = append(ops, fmt.Sprintf("%s prepared=%v", op.Op, op.Prepared))
+		if len(names) != 1 || owner == nil {
+			return fmt.Errorf("the running nodes see web/%d owned by %v", lost.Slot, names)
 		}
-	}
-	if want := []string{"prepare prepared=false", "start prepared=true"}; !slices.Equal(ops, want) {
-		t.Fatalf("%s's operations on %s: %q, want %q", owner.Name, lost.ID, ops, want)
-	}
+		var ops []string
+		for _, op := range owner.Runtime().(*runtime.Fake).Ops() {
+			if op.ID == lost.ID {
+				ops = append(ops, fmt.Sprintf("%s prepared=%v", op.Op, op.Prepared))
+			}
+		}
+		if !slices.Equal(ops, want) {
+			return fmt.Errorf("%s's operations on %s: %q, want %q", owner.Name, lost.ID, ops, want)
+		}
+		return nil
+	})
 	if got := owner.Agent().StandbyPrepares("started"); got != 1 {
 		t.Errorf("%s counted %v prepared replicas started, want 1", owner.Name, got)
 	}
