@@ -122,13 +122,9 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 
 	r := a.replicas
 	r.mu.Lock()
-	// A prepare under way for a slot no longer wanted (the suspect
-	// answered) is cut short; the driver removes what it made.
-	for k, p := range r.preparing {
-		if w, ok := st.want[k]; (!ok || w.ID != p.id) && !owned[k] {
-			p.cancel()
-		}
-	}
+	// A prepare under way is left to finish even if its slot is no longer
+	// wanted (the round after removes it): cancelling one mid-way could
+	// leave a container without its network for the pass to start.
 	var toPrepare []runtime.ReplicaSpec
 	for k, rs := range st.want {
 		if r.busy[k] > 0 || r.local[k] || owned[k] {

@@ -85,7 +85,8 @@ func (d *Driver) startPrepared(ctx context.Context, rs runtime.ReplicaSpec) (run
 	}
 	r := replicaFromLabels(rs.ID, info.Image, info.Labels)
 	prepared := info.Labels[LabelPrepared] == "1" && r.StartedAt.IsZero()
-	usable := prepared && r.Version == rs.Version && info.Labels[LabelNetwork] == mode
+	usable := prepared && r.Version == rs.Version && info.Labels[LabelNetwork] == mode &&
+		(mode != NetworkBridge || r.IP.IsValid()) // a prepare cut short may lack its network
 	var status containerd.ProcessStatus
 	task, err := container.Task(ctx, nil)
 	if err == nil {
