@@ -85,27 +85,24 @@ type replicaSet struct {
 	busy  map[slotKey]int
 	// prepared are the prepared containers (standby.go) by ID, as the
 	// last pass listed them and the standby has changed them since;
-	// preparing the prepares under way; local the slots with another
-	// container here.
-	prepared  map[string]runtime.Replica
-	preparing map[slotKey]preparing
-	local     map[slotKey]bool
-	lastErr   map[slotKey]string
-	streams   sync.WaitGroup // logs streams; Add only while !closed
-	closed    bool
+	// local the slots with another container here.
+	prepared map[string]runtime.Replica
+	local    map[slotKey]bool
+	lastErr  map[slotKey]string
+	streams  sync.WaitGroup // logs streams; Add only while !closed
+	closed   bool
 }
 
 func newReplicaSet(self string) *replicaSet {
 	return &replicaSet{
-		kick:      make(chan struct{}, 1),
-		status:    newStatusView(self),
-		metrics:   newReplicaMetrics(),
-		slots:     make(map[slotKey]slotState),
-		busy:      make(map[slotKey]int),
-		lastErr:   make(map[slotKey]string),
-		prepared:  make(map[string]runtime.Replica),
-		preparing: make(map[slotKey]preparing),
-		local:     make(map[slotKey]bool),
+		kick:     make(chan struct{}, 1),
+		status:   newStatusView(self),
+		metrics:  newReplicaMetrics(),
+		slots:    make(map[slotKey]slotState),
+		busy:     make(map[slotKey]int),
+		lastErr:  make(map[slotKey]string),
+		prepared: make(map[string]runtime.Replica),
+		local:    make(map[slotKey]bool),
 	}
 }
 

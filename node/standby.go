@@ -59,7 +59,7 @@ func newStandbyMetrics() *standbyMetrics {
 	return &standbyMetrics{
 		prepares: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_replica_prepares_total",
-			Help: "Replicas prepared for a suspected member's slots, by outcome: prepared, failed, cancelled (no longer wanted before it was done), started (a start used one), discarded."},
+			Help: "Replicas prepared for a suspected member's slots, by outcome: prepared, failed, started (a start used one), discarded."},
 			[]string{"result"}),
 	}
 }
@@ -165,17 +165,11 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 
 	for _, rs := range toPrepare {
 		slots <- struct{}{}
-		pctx, cancel := context.WithCancel(ctx)
-		k := slotKey{rs.Service, rs.Slot}
-		r.mu.Lock()
-		r.preparing[k] = preparing{id: rs.ID, cancel: cancel}
-		r.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			defer cancel()
-			a.prepareReplica(pctx, prep, rs)
+			a.prepareReplica(ctx, prep, rs)
 		}()
 	}
 	for _, c := range toDiscard {
@@ -259,17 +253,13 @@ func (a *Agent) prepareReplica(ctx context.Context, prep runtime.Preparer, rs ru
 	if err == nil {
 		r.prepared[rs.ID] = c
 	}
-	delete(r.preparing, k)
 	r.releaseLocked(k)
 	r.mu.Unlock()
 	switch {
 	case err == nil:
 		a.standby.prepares.WithLabelValues("prepared").Inc()
 		a.log.Info("replica prepared for a suspect's slot", "slot", k.String(), "container", rs.ID)
-	case ctx.Err() != nil:
-		a.standby.prepares.WithLabelValues("cancelled").Inc()
-		a.log.Info("preparing a replica cut short: no longer wanted", "slot", k.String(), "container", rs.ID)
-	default:
+	case ctx.Err() == nil: // not the agent stopping
 		a.standby.prepares.WithLabelValues("failed").Inc()
 		a.log.Warn("preparing a replica failed", "slot", k.String(), "container", rs.ID, "err", err)
 	}
@@ -294,12 +284,6 @@ func (a *Agent) discardPrepared(ctx context.Context, c runtime.Replica) {
 		a.log.Warn("removing a prepared replica failed", "container", c.ID, "err", err)
 	}
 	a.kickReplicas()
-}
-
-// preparing is a prepare under way (standby.go).
-type preparing struct {
-	id     string
-	cancel context.CancelFunc
 }
 
 // releaseLocked drops one busy mark of slot k. r.mu must be held.
