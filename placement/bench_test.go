@@ -120,6 +120,100 @@ func BenchmarkRecomputeAfterLeave(b *testing.B) {
 	b.ReportMetric(worst, "worst/opt")
 }
 
+// heldHistory runs events alternating joins and leaves from a settled
+// placement of ns, each computed with the previous result as holders and
+// every node reported. It returns the mean and worst
+// ratio to the optimum of the slots each join and each leave moved, the
+// number of slots that a computation during the hand-offs (both the old
+// and the new owners holding) placed differently, and max/mean load at the
+// end.
+func heldHistory(ns []Node, ss []Service, opts Options, events int) (jMean, jWorst, lMean, lWorst float64, handoff int, maxMean float64) {
+	cur := reported(ns)
+	r := Compute(cur, ss, opts)
+	r = Compute(cur, withHolders(ss, r), opts)
+	var jMoved, jOpt, lMoved, lOpt float64
+	for i := range events {
+		var next []Node
+		var opt float64
+		join := i%2 == 0
+		if join {
+			// A copy of an existing node (weight, labels, platform) under
+			// a new name; the optimum is its weighted share.
+			n := cur[(i*131)%len(cur)]
+			n.Name = fmt.Sprint("new-", i)
+			next = append(slices.Clone(cur), n)
+			opt = float64(len(r.Assignments)) * weightOf(n) / totalWeight(next)
+		} else {
+			victim := (i * 379) % len(cur)
+			opt = float64(len(r.Owned(cur[victim].Name)))
+			next = slices.Delete(slices.Clone(cur), victim, victim+1)
+		}
+		rn := Compute(next, withHolders(ss, r), opts)
+		m := float64(len(moved(r, rn)))
+		handoff += len(moved(rn, Compute(next, withHolders(ss, rn, r), opts)))
+		if join {
+			jMoved, jOpt, jWorst = jMoved+m, jOpt+opt, max(jWorst, m/opt)
+		} else {
+			lMoved, lOpt, lWorst = lMoved+m, lOpt+opt, max(lWorst, m/opt)
+		}
+		cur, r = next, rn
+	}
+	// Load relative to the weighted fair share.
+	for _, n := range cur {
+		share := float64(len(r.Assignments)) * weightOf(n) / totalWeight(cur)
+		maxMean = max(maxMean, float64(loadOf(r, n.Name).Slots)/share)
+	}
+	return jMoved / jOpt, jWorst, lMoved / lOpt, lWorst, handoff, maxMean
+}
+
+func weightOf(n Node) float64 {
+	if n.Weight > 0 {
+		return n.Weight
+	}
+	return 1
+}
+
+func totalWeight(ns []Node) float64 {
+	w := 0.0
+	for _, n := range ns {
+		w += weightOf(n)
+	}
+	return w
+}
+
+// BenchmarkRecomputeHeldAfterJoin is BenchmarkRecomputeAfterJoin with the
+// slots' current holders given and every node reported. churn/opt and
+// worst/opt are over the joins of a 20-event history.
+func BenchmarkRecomputeHeldAfterJoin(b *testing.B) {
+	ns, ss := benchCluster()
+	ns = reported(ns)
+	held := withHolders(ss, Compute(ns, withHolders(ss, Compute(ns, ss, Options{})), Options{}))
+	joined := append(slices.Clone(ns), Node{Name: "new-node", Schedulable: true, Reported: true})
+	b.ReportAllocs()
+	for b.Loop() {
+		Compute(joined, held, Options{})
+	}
+	b.StopTimer()
+	mean, worst, _, _, _, _ := heldHistory(ns, ss, Options{}, 20)
+	b.ReportMetric(mean, "churn/opt")
+	b.ReportMetric(worst, "worst/opt")
+}
+
+// BenchmarkRecomputeHeldAfterLeave: the same for a leave.
+func BenchmarkRecomputeHeldAfterLeave(b *testing.B) {
+	ns, ss := benchCluster()
+	ns = reported(ns)
+	held := withHolders(ss, Compute(ns, withHolders(ss, Compute(ns, ss, Options{})), Options{}))
+	b.ReportAllocs()
+	for b.Loop() {
+		Compute(ns[1:], held, Options{})
+	}
+	b.StopTimer()
+	_, _, mean, worst, _, _ := heldHistory(ns, ss, Options{}, 20)
+	b.ReportMetric(mean, "churn/opt")
+	b.ReportMetric(worst, "worst/opt")
+}
+
 // BenchmarkLoadBalance reports max/mean slots per node at 10k slots / 1k
 // nodes for two values of ε, and the share of slots that did not get their
 // first choice.
@@ -174,6 +268,18 @@ func TestChurnReport(t *testing.T) {
 		}
 		t.Logf("ε=%.2f  join: mean %.3f worst %.3f x optimal | leave: mean %.3f worst %.3f x optimal | 30 leaves in a row: %.3f x optimal",
 			eps, jm, jw, lm, lw, float64(movedTotal)/float64(optTotal))
+	}
+	// With holders given, every node reported.
+	for _, c := range []struct {
+		name   string
+		ns, ss func() ([]Node, []Service)
+	}{{"uniform", benchCluster, nil}, {"mixed", benchMixedCluster, nil}} {
+		ns, ss := c.ns()
+		for _, eps := range []float64{0.25, 0.1} {
+			jm, jw, lm, lw, ho, mm := heldHistory(ns, ss, Options{Epsilon: eps}, 60)
+			t.Logf("with holders, %s, ε=%.2f, 30 joins and 30 leaves alternating: join mean %.3f worst %.3f x optimal | leave mean %.3f worst %.3f x optimal | hand-off recomputations moved %d slots | max load / weighted fair share %.2f",
+				c.name, eps, jm, jw, lm, lw, ho, mm)
+		}
 	}
 }
 

@@ -24,6 +24,14 @@ const (
 // tierAny scans without any dynamic check: the slot's first choice.
 const tierAny = -1
 
+// Pseudo-tiers passed to the trace (Explain) for the holder phases.
+const (
+	// tierKept: the slot stays on a node that holds it (keep).
+	tierKept = -2
+	// tierFill: a node filling up took the slot (fill).
+	tierFill = -3
+)
+
 // slotInfo is the per-computation state of one slot. A slot's id is its
 // position in state.slots: slots are numbered by service name, then index.
 type slotInfo struct {
@@ -32,6 +40,9 @@ type slotInfo struct {
 	node  int32 // owner, or -1
 	next  int32 // next slot on the same node, or -1
 	moved bool  // passed over its first choice
+	// filled says a filling node took the slot (fill); a pull may give
+	// it back to the holder that let it go (readmit).
+	filled bool
 }
 
 // hitem is a slot in the queue with its best candidate node and score.
@@ -121,10 +132,20 @@ type state struct {
 
 	q queue
 
+	// Holder phases (keep, fill); see the package doc, "Holders".
+	sticky bool // some slot has holders, or some node reported
+	// holders are, per slot id, the eligible nodes that hold the slot now,
+	// by descending score (Service.Holders); nil without holders.
+	holders [][]int32
+	shed    map[int32][]int32 // node -> held slots it let go in keep, strongest first
+	quota   []int32           // slots a filling node takes at most
+
 	// trace, when set, is called when slot traceSlot is placed (node >= 0)
 	// or given up (node -1); Explain uses it.
 	traceSlot int32
 	trace     func(tier int, node int32)
+	// keepingHeld is set while keepRelaxed places a slot on its holder.
+	keepingHeld bool
 }
 
 // Compute places every replica slot of services on nodes. It is a pure
@@ -228,7 +249,50 @@ func newState(nodes []Node, services []Service, opts Options) *state {
 		st.eps = DefaultEpsilon
 	}
 	st.setLimits()
+	st.resolveHolders()
 	return st
+}
+
+// resolveHolders turns the services' holder names into node ids, keeping
+// the nodes that may hold the slot, sorted by descending score.
+func (st *state) resolveHolders() {
+	for i := range st.nodes {
+		if st.nodes[i].reported && st.nodes[i].schedulable {
+			st.sticky = true
+		}
+	}
+	for i := range st.svcs {
+		sv := &st.svcs[i]
+		if len(sv.eligible) == 0 {
+			continue
+		}
+		for _, h := range sv.holders {
+			id := sv.firstSlot + int32(h.index)
+			var ids []int32
+			for _, name := range h.nodes {
+				n, ok := slices.BinarySearchFunc(st.nodes, name, func(nd nodeInfo, name string) int {
+					return cmp.Compare(nd.name, name)
+				})
+				if !ok {
+					continue
+				}
+				if _, ok := slices.BinarySearch(sv.eligible, int32(n)); ok {
+					ids = append(ids, int32(n))
+				}
+			}
+			if len(ids) == 0 {
+				continue
+			}
+			slices.SortFunc(ids, func(a, b int32) int {
+				return cmp.Or(cmp.Compare(st.score(id, b), st.score(id, a)), cmp.Compare(a, b))
+			})
+			if st.holders == nil {
+				st.holders = make([][]int32, len(st.slots))
+			}
+			st.holders[id] = ids
+			st.sticky = true
+		}
+	}
 }
 
 // setLimits sets every schedulable node's load bound.
@@ -271,8 +335,15 @@ func (st *state) place() {
 			todo = append(todo, int32(id))
 		}
 	}
+	if st.sticky {
+		todo = st.keep(todo)
+		todo = st.fill(todo)
+	}
 	st.q = make(queue, 0, len(todo))
 	for tier := tierStrict; tier < numTiers && len(todo) > 0; tier++ {
+		if tier > tierStrict && st.sticky {
+			todo = st.keepRelaxed(tier, todo)
+		}
 		todo = st.run(tier, todo)
 		if tier == tierStrict {
 			todo = st.augment(todo)
@@ -328,6 +399,9 @@ func (st *state) fits(sv *svcInfo, n int32, tier int) bool {
 	if tier == tierStrict && st.load[n] >= st.limit[n] {
 		return false
 	}
+	if tier == tierFill && st.load[n] >= st.quota[n] { // quota <= limit; 0 if not filling
+		return false
+	}
 	if tier <= tierOverBound && st.held(sv, n) >= st.perNode(sv, n) {
 		return false
 	}
@@ -379,6 +453,10 @@ func (st *state) assign(id, n int32, tier int) {
 		st.trace(tier, n) // before the state changes
 	}
 	sl.node = n
+	sl.filled = tier == tierFill
+	if tier == tierFill {
+		sl.moved = true // rank computed by result: it may be any filling node
+	}
 	sl.next = st.head[n]
 	st.head[n] = id
 	st.load[n]++
@@ -681,4 +759,12 @@ func plural(n int, noun string) string {
 		s += "s"
 	}
 	return s
+}
+
+// holdersOf returns the holders of slot id (nil if none).
+func (st *state) holdersOf(id int32) []int32 {
+	if st.holders == nil {
+		return nil
+	}
+	return st.holders[id]
 }

@@ -28,10 +28,29 @@ type Explanation struct {
 	// under it: "load bound", or "load bound and spread" (replicas share a
 	// node).
 	Relaxed string
+	// Holders are the eligible nodes the caller said hold the slot
+	// (Service.Holders), by rank.
+	Holders []string
+	// Basis says how the owner was chosen: BasisRanked, BasisHeld or
+	// BasisFilled.
+	Basis string
 	// Candidates holds every node: the eligible ones by rank, then the
 	// ineligible ones by descending score.
 	Candidates []Candidate
 }
+
+// Values of Explanation.Basis.
+const (
+	// BasisRanked: the best-ranked node that could take the slot under
+	// the rules (Relaxed says which were dropped).
+	BasisRanked = "ranked"
+	// BasisHeld: the slot stays on a node that holds it.
+	BasisHeld = "held"
+	// BasisFilled: a node that held no slot (it joined, or came back empty)
+	// took it: the slot ranks that node first, or its holder had to let
+	// it go.
+	BasisFilled = "filled"
+)
 
 // Candidate is one node as seen by one slot.
 type Candidate struct {
@@ -52,8 +71,9 @@ type Candidate struct {
 	// for an ineligible node ("label zone=eu != us", "not schedulable:
 	// runtime not ready"), or for an eligible node ranked above the owner
 	// the rule it failed when the slot was placed ("at load bound (13/13)",
-	// "already holds 1 replica of web", "capacity: cpus 3.5+1 > 4").
-	// Empty for the owner and for nodes ranked below it.
+	// "already holds 1 replica of web", "capacity: cpus 3.5+1 > 4"), or
+	// that the slot stayed on its holder. Empty for the owner and for
+	// nodes ranked below it.
 	Skipped string
 	// Slots and Limit are the node's load and load bound when the slot was
 	// placed (Limit is 0 for a node that is not schedulable).
@@ -78,6 +98,9 @@ func Explain(nodes []Node, services []Service, opts Options, service string, ind
 	}
 	id := sv.firstSlot + int32(index)
 	e := &Explanation{Slot: Slot{Service: service, Index: index}, Rank: -1}
+	for _, n := range st.holdersOf(id) {
+		e.Holders = append(e.Holders, st.nodes[n].name)
+	}
 	if len(sv.eligible) == 0 {
 		st.snapshot(e, id, numTiers-1, -1)
 		e.Reason = st.noEligibleReason(sv)
@@ -96,6 +119,16 @@ func Explain(nodes []Node, services []Service, opts Options, service string, ind
 // (or given up, node -1) under tier.
 func (st *state) snapshot(e *Explanation, id int32, tier int, node int32) {
 	sv := &st.svcs[st.slots[id].svc]
+	held := tier == tierKept || st.keepingHeld
+	e.Node, e.Rank, e.Relaxed, e.Basis = "", -1, "", BasisRanked
+	switch {
+	case node < 0:
+		e.Basis = ""
+	case held:
+		e.Basis = BasisHeld
+	case tier == tierFill:
+		e.Basis = BasisFilled
+	}
 	type cand struct {
 		Candidate
 		id  int32
@@ -143,12 +176,14 @@ func (st *state) snapshot(e *Explanation, id int32, tier int, node int32) {
 			c.Chosen = true
 			above = false
 			e.Node, e.Rank = c.Node, i
+		case above && held:
+			c.Skipped = "not a holder: the slot stays on its holder"
 		case above:
 			c.Skipped = st.skipReason(sv, c.id, tier)
 		}
 	}
 	switch {
-	case node < 0 || tier == tierStrict:
+	case node < 0 || tier == tierStrict || tier == tierKept || tier == tierFill:
 	case tier == tierOverBound:
 		e.Relaxed = "load bound"
 	default:
@@ -162,6 +197,12 @@ func (st *state) snapshot(e *Explanation, id int32, tier int, node int32) {
 
 // skipReason says which rule of tier node n fails for one more slot of sv.
 func (st *state) skipReason(sv *svcInfo, n int32, tier int) string {
+	if tier == tierFill && st.quota[n] == 0 {
+		return "not filling up (only a node that held no slot takes them from others)"
+	}
+	if tier == tierFill && st.load[n] >= st.quota[n] {
+		return "filled up (" + strconv.Itoa(int(st.load[n])) + "/" + strconv.Itoa(int(st.quota[n])) + ")"
+	}
 	if tier == tierStrict && st.load[n] >= st.limit[n] {
 		return "at load bound (" + strconv.Itoa(int(st.load[n])) + "/" + strconv.Itoa(int(st.limit[n])) + ")"
 	}
@@ -182,6 +223,17 @@ func (st *state) skipReason(sv *svcInfo, n int32, tier int) string {
 	return "" // not reached: every node ranked above the owner failed a rule
 }
 
+// basisNote is the part of the first line of String that says the basis.
+func basisNote(basis string) string {
+	switch basis {
+	case BasisHeld:
+		return "; kept on its holder"
+	case BasisFilled:
+		return "; taken by a node filling up"
+	}
+	return ""
+}
+
 // String formats the explanation as a table, one line per node, for
 // `shoal placement SERVICE --slot I --explain`.
 func (e *Explanation) String() string {
@@ -190,9 +242,12 @@ func (e *Explanation) String() string {
 	case e.Rank < 0:
 		fmt.Fprintf(&b, "%s: unplaceable: %s\n", e.Slot, e.Reason)
 	case e.Relaxed != "":
-		fmt.Fprintf(&b, "%s -> %s (rank %d; relaxed: %s)\n", e.Slot, e.Node, e.Rank, e.Relaxed)
+		fmt.Fprintf(&b, "%s -> %s (rank %d; relaxed: %s%s)\n", e.Slot, e.Node, e.Rank, e.Relaxed, basisNote(e.Basis))
 	default:
-		fmt.Fprintf(&b, "%s -> %s (rank %d)\n", e.Slot, e.Node, e.Rank)
+		fmt.Fprintf(&b, "%s -> %s (rank %d%s)\n", e.Slot, e.Node, e.Rank, basisNote(e.Basis))
+	}
+	if len(e.Holders) > 0 {
+		fmt.Fprintf(&b, "held by: %s\n", strings.Join(e.Holders, ", "))
 	}
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RANK\tNODE\tSCORE\tSLOTS\tSTATUS")

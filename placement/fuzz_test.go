@@ -65,6 +65,19 @@ func decodeCluster(data []byte) ([]Node, []Service, Options) {
 			ss[i].Platforms = []string{"/", "linux//"}
 		}
 	}
+	// Holders and reports last, so that older seeds decode as before.
+	for i := range ns {
+		ns[i].Reported = r.next()%2 == 1
+	}
+	for i := range ss {
+		for range int(r.next()) % 6 {
+			if ss[i].Holders == nil {
+				ss[i].Holders = map[int][]string{}
+			}
+			idx := int(int8(r.next())) % 20
+			ss[i].Holders[idx] = append(ss[i].Holders[idx], r.pick("a", "b", "c", "d", "e", "", "node-1", "zz", "a"))
+		}
+	}
 	return ns, ss, opts
 }
 
@@ -77,6 +90,7 @@ func FuzzCompute(f *testing.F) {
 	f.Add([]byte{5, 9, 1, 1, 1, 6, 2, 3, 1, 1, 2, 2, 2, 5, 0, 0, 4, 1, 2, 0, 3, 1, 1, 7, 4, 3, 0, 2, 2, 4, 0, 0, 1, 9, 3, 5, 2, 2, 3})
 	f.Add([]byte{6, 11, 0, 0, 0, 7, 5, 6, 1, 0, 1, 1, 1, 2, 3, 4, 1, 1, 2, 2, 2, 5, 5, 5, 1, 0, 0, 3, 3, 3, 0, 1, 2, 7, 255, 6, 5, 1, 3, 19, 2, 2, 0, 2})
 	f.Add([]byte("a fairly long seed that decodes into a mixed cluster with several services and nodes"))
+	f.Add([]byte("a longer seed that decodes into a mixed cluster with several services and nodes, then holders: nodes reported, slots held by one, two or unknown nodes"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ns, ss, opts := decodeCluster(data)
 		r := Compute(ns, ss, opts)

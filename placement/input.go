@@ -18,6 +18,7 @@ type nodeInfo struct {
 	weight      float64
 	schedulable bool
 	reason      string
+	reported    bool
 }
 
 // label is one constraint, kept sorted by key.
@@ -34,13 +35,20 @@ type svcInfo struct {
 	platforms   []platform // nil = any
 	cpu, mem    int64      // per replica request: millicores, bytes
 	hash        uint64
-	firstSlot   int32 // id of slot name/0
+	firstSlot   int32         // id of slot name/0
+	holders     []slotHolders // sorted by index; names sorted, unique
 
 	eligible []int32 // node ids passing the static checks, ascending
 	perNode  int     // replicas per node before spread is relaxed (uniform weights)
 	weight   float64 // Σ weights of eligible nodes
 	held     []int32 // node ids owning a slot (small services)
 	count    []int32
+}
+
+// slotHolders are the holders of one slot, by name.
+type slotHolders struct {
+	index int
+	nodes []string
 }
 
 // denseCountMin is the replica count from which a service tracks how many
@@ -77,6 +85,7 @@ func normalizeNode(n *Node) nodeInfo {
 		weight:      w,
 		schedulable: n.Schedulable,
 		reason:      n.Reason,
+		reported:    n.Reported,
 	}
 }
 
@@ -107,6 +116,14 @@ func normalizeService(s *Service) svcInfo {
 	slices.SortFunc(sv.platforms, func(a, b platform) int {
 		return cmp.Or(cmp.Compare(a.os, b.os), cmp.Compare(a.arch, b.arch))
 	})
+	for i, names := range s.Holders {
+		if i < 0 || i >= sv.replicas || len(names) == 0 {
+			continue
+		}
+		names = slices.Compact(slices.Sorted(slices.Values(names)))
+		sv.holders = append(sv.holders, slotHolders{i, names})
+	}
+	slices.SortFunc(sv.holders, func(a, b slotHolders) int { return cmp.Compare(a.index, b.index) })
 	return sv
 }
 
@@ -124,6 +141,7 @@ func compareNodes(a, b *nodeInfo) int {
 		cmp.Compare(a.weight, b.weight),
 		compareBool(a.schedulable, b.schedulable),
 		cmp.Compare(a.reason, b.reason),
+		compareBool(a.reported, b.reported),
 		compareLabels(a.labels, b.labels),
 	)
 }
@@ -142,6 +160,9 @@ func compareServices(a, b *svcInfo) int {
 		}),
 		slices.CompareFunc(a.platforms, b.platforms, func(x, y platform) int {
 			return cmp.Or(cmp.Compare(x.os, y.os), cmp.Compare(x.arch, y.arch))
+		}),
+		slices.CompareFunc(a.holders, b.holders, func(x, y slotHolders) int {
+			return cmp.Or(cmp.Compare(x.index, y.index), slices.Compare(x.nodes, y.nodes))
 		}),
 	)
 }

@@ -53,6 +53,12 @@ type Node struct {
 	// Reason says why the node is not schedulable ("runtime not ready");
 	// shown in unplaceable reasons and explanations.
 	Reason string
+	// Reported says the caller knows every slot this node holds:
+	// Service.Holders names it wherever it holds one (the node's replica
+	// status document is in the caller's view). Only a reported node that
+	// holds no slot (it joined, or came back empty) fills up by taking
+	// slots from others; see the package doc, "Holders".
+	Reported bool
 }
 
 // Service is the part of one service spec that matters to placement.
@@ -80,6 +86,14 @@ type Service struct {
 	// Memory is each replica's memory request in bytes; counted against
 	// Node.Memory. 0 or negative requests nothing.
 	Memory int64
+	// Holders maps a slot index to the nodes that hold the slot now: run
+	// a replica of it, or own it and are about to (the replica status
+	// view). A slot stays on a holder while the rules allow, so that a
+	// join or leave moves few slots; see the package doc, "Holders".
+	// Indices out of range, unknown names and nodes that may not hold the
+	// slot (ineligible, not schedulable) are ignored. nil (the default)
+	// makes placement a function of nodes and specs alone.
+	Holders map[int][]string
 }
 
 // Options tune Compute and Explain. The zero value is the default.

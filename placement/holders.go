@@ -1,0 +1,220 @@
+package placement
+
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
+// The holder phases run before the ranked placement when the caller says
+// where slots are now (Service.Holders, Node.Reported). See the package
+// doc, "Holders".
+
+// keep places each held slot on its best holder that fits under every rule
+// (load bound, spread, capacity). Pairs (slot, holder) are taken in
+// descending order of score, so a node over its bound keeps the slots that
+// rank it highest and lets the weakest go. It marks the nodes that let a
+// held slot go (shedding) and returns the slots of todo it did not place.
+func (st *state) keep(todo []int32) []int32 {
+	type pair struct {
+		score      float64
+		slot, node int32
+	}
+	var pairs []pair
+	for _, id := range todo {
+		for _, n := range st.holdersOf(id) {
+			pairs = append(pairs, pair{st.score(id, n), id, n})
+		}
+	}
+	st.shed = make(map[int32][]int32)
+	if len(pairs) == 0 {
+		return todo
+	}
+	slices.SortFunc(pairs, func(a, b pair) int {
+		return cmp.Or(cmp.Compare(b.score, a.score), cmp.Compare(a.slot, b.slot), cmp.Compare(a.node, b.node))
+	})
+	for _, p := range pairs {
+		sl := &st.slots[p.slot]
+		if sl.node >= 0 {
+			continue
+		}
+		if st.fits(&st.svcs[sl.svc], p.node, tierStrict) {
+			st.assign(p.slot, p.node, tierKept)
+			sl.moved = true // rank computed by result: a holder need not be first
+			continue
+		}
+		st.shed[p.node] = append(st.shed[p.node], p.slot)
+	}
+	return st.unplaced(todo)
+}
+
+// fill lets the reported nodes that hold no slot (a node that joined, or
+// came back empty) take slots up to their quota, the fair share's ceiling.
+// (A threshold such as half the quota made nodes that a join left with a
+// few slots less pull their spilled first choices back: more churn.)
+//
+//  1. the slots that a holder over its bound let go in keep, each to its
+//     best-ranked filling node with room (slots held by no one are left
+//     to the ranked placement);
+//  2. then the slots that rank a filling node first, taken from their
+//     holders, in descending order of score; never from a node that had
+//     to let a slot go in keep, so that a node over its bound keeps
+//     exactly its strongest slots (the result is then also what keep
+//     computes while the hand-off runs, with both nodes holding the slot).
+//
+// Step 1 comes first because those slots move anyway: on a join, the
+// slots that nodes over their new bound let go fill the new node before
+// it takes others, so the join moves about one fair share in all.
+func (st *state) fill(todo []int32) []int32 {
+	st.quota = make([]int32, len(st.nodes))
+	type pull struct {
+		score      float64
+		slot, node int32
+	}
+	var (
+		top   []int32 // each slot's first choice, computed once
+		tops  []float64
+		pulls []pull
+	)
+	// A node that gives all its slots to filling nodes may become one, and
+	// a slot given back by readmit may be one to pull: go on until nothing
+	// changes, so that the result is already what the next computation,
+	// with the hand-offs done, finds. Each pull puts a slot on its first
+	// choice, where it stays, so this ends.
+	pulled := false
+	for {
+		grew := false
+		for _, n := range st.sched {
+			if !st.nodes[n].reported || st.quota[n] > 0 {
+				continue
+			}
+			q := min(st.limit[n], fairCeil(st.placeable, st.weight[n], st.totalWeight))
+			if st.load[n] == 0 && q > 0 {
+				st.quota[n] = q
+				grew = true
+			}
+		}
+		todo = st.unplaced(todo) // readmit may have placed some
+		if !grew && !pulled {
+			return todo
+		}
+		pulled = false
+		// Only slots that are held somewhere: the others (new, or whose
+		// holders left) are placed by ranking, which does not depend on
+		// which nodes fill, so that every node computes the same for them
+		// before anyone holds them.
+		var displaced, free []int32
+		for _, id := range todo {
+			if len(st.holdersOf(id)) > 0 {
+				displaced = append(displaced, id)
+			} else {
+				free = append(free, id)
+			}
+		}
+		if len(displaced) > 0 {
+			st.q = make(queue, 0, len(displaced))
+			todo = append(free, st.run(tierFill, displaced)...)
+		}
+		if top == nil {
+			top = make([]int32, len(st.slots))
+			tops = make([]float64, len(st.slots))
+			for id := range st.slots {
+				top[id] = -1
+				if len(st.svcs[st.slots[id].svc].eligible) > 0 {
+					top[id], tops[id] = st.best(int32(id), tierAny, false, 0, 0)
+				}
+			}
+		}
+		pulls = pulls[:0]
+		for id := range st.slots {
+			sl := &st.slots[id]
+			t := top[id]
+			if sl.node < 0 || t < 0 || t == sl.node || st.quota[t] == 0 {
+				continue
+			}
+			pulls = append(pulls, pull{tops[id], int32(id), t})
+		}
+		slices.SortFunc(pulls, func(a, b pull) int {
+			return cmp.Or(cmp.Compare(b.score, a.score), cmp.Compare(a.slot, b.slot))
+		})
+		for _, p := range pulls {
+			sv := &st.svcs[st.slots[p.slot].svc]
+			if !st.fits(sv, p.node, tierFill) {
+				continue
+			}
+			from := st.slots[p.slot].node
+			st.unassign(p.slot)
+			st.assign(p.slot, p.node, tierFill)
+			st.slots[p.slot].moved = true
+			st.readmit(from, top)
+			pulled = true
+		}
+	}
+}
+
+// readmit gives node n, which a pull just left with room, back the
+// strongest slot it let go in keep that fits again and that no other
+// holder kept, taking it from the filling node that got it (unless that
+// node is the slot's first choice). Without this, a
+// node over its bound that loses a slot to a pull would end below its
+// bound, and the next computation, while the hand-offs run and n still
+// holds the slot it let go, would keep that slot on n: a second move.
+func (st *state) readmit(n int32, top []int32) {
+	for i, id := range st.shed[n] {
+		sl := &st.slots[id]
+		if sl.node == n || (sl.node >= 0 && (!sl.filled || sl.node == top[id])) {
+			continue // back already, kept by another holder, or on its first choice
+		}
+		prev := sl.node
+		if prev >= 0 {
+			st.unassign(id)
+		}
+		if !st.fits(&st.svcs[sl.svc], n, tierStrict) {
+			if prev >= 0 {
+				st.assign(id, prev, tierFill)
+			}
+			continue
+		}
+		st.assign(id, n, tierKept)
+		st.shed[n] = slices.Delete(st.shed[n], i, i+1)
+		return
+	}
+}
+
+// keepRelaxed places each slot of todo that has holders on its best holder
+// that fits under tier, before the ranked placement of that tier: a slot
+// placed over a bound stays where it is.
+func (st *state) keepRelaxed(tier int, todo []int32) []int32 {
+	placed := false
+	for _, id := range todo {
+		sl := &st.slots[id]
+		for _, n := range st.holdersOf(id) {
+			if st.fits(&st.svcs[sl.svc], n, tier) {
+				st.keepingHeld = true
+				st.assign(id, n, tier)
+				st.keepingHeld = false
+				sl.moved = true
+				placed = true
+				break
+			}
+		}
+	}
+	if !placed {
+		return todo
+	}
+	return st.unplaced(todo)
+}
+
+// unplaced returns the slots of ids that have no owner, reusing ids.
+func (st *state) unplaced(ids []int32) []int32 {
+	return slices.DeleteFunc(ids, func(id int32) bool { return st.slots[id].node >= 0 })
+}
+
+// fairCeil is a node's fair share of slots, rounded up (at least 1).
+func fairCeil(slots int, w, totalWeight float64) int32 {
+	f := math.Ceil(float64(float64(slots)*w/totalWeight) - 1e-9)
+	if !(f < float64(slots)) {
+		return int32(max(slots, 1))
+	}
+	return int32(max(f, 1))
+}
