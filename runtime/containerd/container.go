@@ -61,6 +61,9 @@ func (d *Driver) Prepare(ctx context.Context, rs runtime.ReplicaSpec) (runtime.R
 	return d.create(ctx, rs, true)
 }
 
+// errCrashed is what create returns at a crash point (tests only).
+var errCrashed = errors.New("containerd: crashed on purpose (test)")
+
 // startPrepared starts the prepared container rs.ID if there is one of
 // rs's version (ok true). A container of that ID that cannot be used (other
 // version, not prepared, task gone) is removed so that the caller creates
@@ -187,6 +190,9 @@ func (d *Driver) create(ctx context.Context, rs runtime.ReplicaSpec, prepare boo
 	if err != nil {
 		return runtime.Replica{}, classify(err, "create container %s", rs.ID)
 	}
+	if d.crashAfter == "container" {
+		return runtime.Replica{}, errCrashed
+	}
 	tContainer := time.Now()
 	var (
 		task     containerd.Task
@@ -238,6 +244,9 @@ func (d *Driver) create(ctx context.Context, rs runtime.ReplicaSpec, prepare boo
 		task = nil
 		return fail(classify(err, "create task %s", rs.ID))
 	}
+	if d.crashAfter == "task" {
+		return runtime.Replica{}, errCrashed
+	}
 	tTask := time.Now()
 	var ip netip.Addr
 	if mode == NetworkBridge {
@@ -245,9 +254,15 @@ func (d *Driver) create(ctx context.Context, rs runtime.ReplicaSpec, prepare boo
 		if err := pinNetns(task.Pid(), pin); err != nil {
 			return fail(err)
 		}
+		if d.crashAfter == "netns" {
+			return runtime.Replica{}, errCrashed
+		}
 		ip, err = d.setupNetwork(ctx, rs.ID, pin, hostPorts)
 		if err != nil {
 			return fail(err)
+		}
+		if d.crashAfter == "network" {
+			return runtime.Replica{}, errCrashed
 		}
 		if _, err := container.SetLabels(ctx, map[string]string{LabelIP: ip.String()}); err != nil {
 			return fail(classify(err, "label %s", rs.ID))

@@ -110,6 +110,11 @@ type Driver struct {
 	stop chan struct{}  // closed by Close
 	wg   sync.WaitGroup // the log rotation loop
 	once sync.Once
+
+	// crashAfter, set by tests only (export_test.go), makes create return
+	// right after the named step without cleaning up, as if the agent
+	// had been killed there.
+	crashAfter string
 }
 
 // New returns a Driver for the daemon at cfg.Socket. It does not fail

@@ -109,3 +109,72 @@ func TestPreparedReplica(t *testing.T) {
 	}
 	waitHello(t, fmt.Sprintf("http://127.0.0.1:%d/", r2.HostPorts[80]))
 }
+
+// A prepare cut short at each of its steps (the agent killed there, so no
+// cleanup ran) leaves a container that a Start replaces with a working
+// replica, and that a Stop removes with everything it holds: no IP
+// allocation, firewall rule, network namespace pin or veth stays behind.
+func TestPrepareCutShortAtEachStep(t *testing.T) {
+	e := newEnv(t)
+	e.importImage(t, "shoal-test:1")
+	ctx := context.Background()
+	for i, step := range []string{"container", "task", "netns", "network"} {
+		t.Run(step, func(t *testing.T) {
+			spec := runtime.ReplicaSpec{ID: fmt.Sprintf("cut-%d-v1", i), Service: "cut", Slot: i, Version: "v1",
+				Image: "shoal-test:1", Network: "bridge", Ports: []int{80}}
+			t.Cleanup(func() { _ = e.d.Stop(ctx, spec.ID, time.Second) })
+			cut := func() (hostPort int, leaked []string) {
+				t.Helper()
+				e.d.CrashAfter(step)
+				_, err := e.d.Prepare(ctx, spec)
+				e.d.CrashAfter("")
+				if err == nil {
+					t.Fatalf("Prepare cut after %s succeeded", step)
+				}
+				listed, ok := e.replica(t, spec.ID)
+				if !ok {
+					t.Fatalf("the container of a prepare cut after %s is not listed", step)
+				}
+				if listed.State == runtime.StateRunning {
+					t.Fatalf("a prepare cut after %s lists as running: %+v", step, listed)
+				}
+				return listed.HostPorts[80], e.ipamFiles(t)
+			}
+
+			// The pass starts the slot: the leftover is replaced.
+			hp, leaked := cut()
+			if step == "network" && len(leaked) != 1 {
+				t.Fatalf("IP allocations after a prepare cut after the network: %v, want 1", leaked)
+			}
+			r, err := e.d.Start(ctx, spec)
+			if err != nil {
+				t.Fatalf("Start over a prepare cut after %s: %v", step, err)
+			}
+			if r.State != runtime.StateRunning || !e.cfg.Subnet.Contains(r.IP) || r.HostPorts[80] == 0 {
+				t.Fatalf("Start = %+v", r)
+			}
+			waitHello(t, fmt.Sprintf("http://127.0.0.1:%d/", r.HostPorts[80]))
+			if got := e.ipamFiles(t); len(got) != 1 || got[0] != r.IP.String() {
+				t.Errorf("IP allocations %v, want only the running replica's %s", got, r.IP)
+			}
+			if err := e.d.Stop(ctx, spec.ID, time.Second); err != nil {
+				t.Fatal(err)
+			}
+			assertGone(t, e, spec.ID, r.IP, r.HostPorts[80], 0)
+
+			// The standby discards it: Stop alone cleans up.
+			hp, leaked = cut()
+			if err := e.d.Stop(ctx, spec.ID, 10*time.Second); err != nil {
+				t.Fatalf("Stop of a prepare cut after %s: %v", step, err)
+			}
+			var ip netip.Addr
+			if len(leaked) == 1 {
+				ip = netip.MustParseAddr(leaked[0])
+			}
+			assertGone(t, e, spec.ID, ip, hp, 0)
+			if got := e.ipamFiles(t); len(got) != 0 {
+				t.Errorf("IP allocations left: %v", got)
+			}
+		})
+	}
+}
