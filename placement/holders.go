@@ -50,17 +50,18 @@ func (st *state) keep(todo []int32) []int32 {
 
 // fill lets the reported nodes that hold no slot (a node that joined, or
 // came back empty) take slots up to their quota, the fair share's ceiling.
-// (A threshold such as half the quota made nodes that a join left with a
-// few slots less pull their spilled first choices back: more churn.)
+// (With a threshold of half the quota instead, nodes that a join had left
+// with few slots pulled their spilled first choices back: more churn.)
 //
 //  1. the slots that a holder over its bound let go in keep, each to its
 //     best-ranked filling node with room (slots held by no one are left
 //     to the ranked placement);
 //  2. then the slots that rank a filling node first, taken from their
-//     holders, in descending order of score; never from a node that had
-//     to let a slot go in keep, so that a node over its bound keeps
-//     exactly its strongest slots (the result is then also what keep
-//     computes while the hand-off runs, with both nodes holding the slot).
+//     holders, in descending order of score. A holder over its bound that
+//     loses a slot this way gets back the strongest slot it let go
+//     (readmit), so that it keeps exactly its strongest slots at its
+//     bound: the result is then also what keep computes while the
+//     hand-off runs, with both nodes holding the slot.
 //
 // Step 1 comes first because those slots move anyway: on a join, the
 // slots that nodes over their new bound let go fill the new node before
@@ -155,10 +156,10 @@ func (st *state) fill(todo []int32) []int32 {
 // readmit gives node n, which a pull just left with room, back the
 // strongest slot it let go in keep that fits again and that no other
 // holder kept, taking it from the filling node that got it (unless that
-// node is the slot's first choice). Without this, a
-// node over its bound that loses a slot to a pull would end below its
-// bound, and the next computation, while the hand-offs run and n still
-// holds the slot it let go, would keep that slot on n: a second move.
+// node is the slot's first choice). Without this, a node over its bound
+// that loses a slot to a pull would end below its bound, and the next
+// computation, while the hand-offs run and n still holds the slot it let
+// go, would keep that slot on n: a second move.
 func (st *state) readmit(n int32, top []int32) {
 	for i, id := range st.shed[n] {
 		sl := &st.slots[id]
