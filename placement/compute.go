@@ -132,8 +132,9 @@ type state struct {
 
 	q queue
 
-	// Holder phases (keep, fill); see the package doc, "Holders".
-	sticky bool // some slot has holders, or some node reported
+	// Holder phases (keep, fill); see the package doc, "Holders". They
+	// run only if some slot has holders: keep and fill act on held slots
+	// alone, so reports without holders change nothing.
 	// holders are, per slot id, the eligible nodes that hold the slot now,
 	// by descending score (Service.Holders); nil without holders.
 	holders [][]int32
@@ -256,11 +257,6 @@ func newState(nodes []Node, services []Service, opts Options) *state {
 // resolveHolders turns the services' holder names into node ids, keeping
 // the nodes that may hold the slot, sorted by descending score.
 func (st *state) resolveHolders() {
-	for i := range st.nodes {
-		if st.nodes[i].reported && st.nodes[i].schedulable {
-			st.sticky = true
-		}
-	}
 	for i := range st.svcs {
 		sv := &st.svcs[i]
 		if len(sv.eligible) == 0 {
@@ -290,7 +286,6 @@ func (st *state) resolveHolders() {
 				st.holders = make([][]int32, len(st.slots))
 			}
 			st.holders[id] = ids
-			st.sticky = true
 		}
 	}
 }
@@ -335,13 +330,13 @@ func (st *state) place() {
 			todo = append(todo, int32(id))
 		}
 	}
-	if st.sticky {
+	if st.holders != nil {
 		todo = st.keep(todo)
 		todo = st.fill(todo)
 	}
 	st.q = make(queue, 0, len(todo))
 	for tier := tierStrict; tier < numTiers && len(todo) > 0; tier++ {
-		if tier > tierStrict && st.sticky {
+		if tier > tierStrict && st.holders != nil {
 			todo = st.keepRelaxed(tier, todo)
 		}
 		todo = st.run(tier, todo)

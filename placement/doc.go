@@ -160,8 +160,8 @@
 // property tests check the fixed point on random clusters and histories
 // (within three computations; a hand-off computation can differ in small
 // clusters where spread forces exchanges at bounds of 2 or 3). Without
-// holders and with no node reported, Compute is exactly the memoryless
-// placement.
+// holders (reports alone change nothing: keep and fill act on held
+// slots), Compute is exactly the memoryless placement.
 //
 // Not guaranteed: a computation in which only some of the newly placed
 // slots are held yet (their containers start one by one) may differ,
