@@ -174,7 +174,8 @@ func DefaultLocalConfig() *Config {
 // LAN preset allows about 5 s. Under heavy CPU contention members are
 // suspected now and then (and refute): 14 and 29 times in the two soaks.
 //
-// Only the four values below differ from DefaultLANConfig. Lifeguard is
+// Only the five memberlist values below and the reconnect interval differ
+// from DefaultLANConfig. Lifeguard is
 // kept as in the LAN preset: awareness (AwarenessMaxMultiplier 8) slows
 // down a node that misses acks itself, and suspicion timeouts start long
 // and shorten as other members confirm (SuspicionMaxTimeoutMult 6). Both
@@ -213,9 +214,21 @@ func DefaultFastLANConfig() *Config {
 	// memberlist sends gossip only when it has something to send. Not
 	// measured on its own: every fast candidate used it.
 	ml.GossipInterval = 100 * time.Millisecond
-	// Try failed members again every 2 s, so that the sides of a healed
-	// partition merge within seconds (one TCP connect per interval).
-	c.Serf.ReconnectInterval = 2 * time.Second
+	// TCP exchanges (a join's or a reconnect's push/pull, the periodic
+	// push/pull) time out after 1 s (LAN: 10 s; memberlist's local preset
+	// uses 1 s). A partition drops packets, so a reconnect to a member on
+	// the other side waits for its SYN's retransmissions (1, 3, 7 s after
+	// the connect) until the timeout, and serf makes its reconnects one
+	// after the other: with 10 s, the sides of a healed partition found
+	// each other only at the next retransmission of a connect begun
+	// during the partition, 0.4-2 s after the heal in the chaos runs. A
+	// push/pull between a few LAN members takes milliseconds.
+	ml.TCPTimeout = time.Second
+	// Try a failed member again every 500 ms (serf: 30 s), so that the
+	// sides of a healed partition merge within about a second: one TCP
+	// connect per interval per node while some member is failed (serf
+	// throttles it by the ratio of failed to alive members).
+	c.Serf.ReconnectInterval = 500 * time.Millisecond
 	return c
 }
 

@@ -24,6 +24,7 @@ func TestFastLANPreset(t *testing.T) {
 		{"ProbeTimeout", ml.ProbeTimeout, 100 * time.Millisecond},
 		{"SuspicionMult", ml.SuspicionMult, 4},
 		{"GossipInterval", ml.GossipInterval, 100 * time.Millisecond},
+		{"TCPTimeout", ml.TCPTimeout, time.Second},
 		// Kept from the LAN preset, as documented.
 		{"IndirectChecks", ml.IndirectChecks, 3},
 		{"SuspicionMaxTimeoutMult", ml.SuspicionMaxTimeoutMult, 6},
@@ -40,12 +41,13 @@ func TestFastLANPreset(t *testing.T) {
 	lml := *lan.Serf.MemberlistConfig
 	lml.ProbeInterval, lml.ProbeTimeout = ml.ProbeInterval, ml.ProbeTimeout
 	lml.SuspicionMult, lml.GossipInterval = ml.SuspicionMult, ml.GossipInterval
+	lml.TCPTimeout = ml.TCPTimeout
 	if !reflect.DeepEqual(*ml, lml) {
 		t.Errorf("memberlist config differs from DefaultLANConfig beyond the documented fields:\n got %+v\nwant %+v", *ml, lml)
 	}
 	c.Serf.MemberlistConfig, lan.Serf.MemberlistConfig = nil, nil
-	if c.Serf.ReconnectInterval != 2*time.Second {
-		t.Errorf("ReconnectInterval = %v, want 2s", c.Serf.ReconnectInterval)
+	if c.Serf.ReconnectInterval != 500*time.Millisecond {
+		t.Errorf("ReconnectInterval = %v, want 500ms", c.Serf.ReconnectInterval)
 	}
 	lan.Serf.ReconnectInterval = c.Serf.ReconnectInterval
 	if !reflect.DeepEqual(c, lan) {
