@@ -346,6 +346,8 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	if timeout <= 0 {
 		timeout = d.cfg.StopTimeout
 	}
+	t0 := time.Now()
+	var killed, taskGone, netGone time.Duration
 	ctx = d.nsCtx(ctx)
 	container, err := d.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
@@ -365,9 +367,11 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		if err := d.killTask(ctx, task, timeout); err != nil {
 			return fmt.Errorf("containerd: stop %s: %w", id, err)
 		}
+		killed = time.Since(t0)
 		if _, err := task.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 			return classify(err, "stop %s: delete task", id)
 		}
+		taskGone = time.Since(t0)
 	case !errdefs.IsNotFound(err):
 		return classify(err, "stop %s: task", id)
 	default:
@@ -390,12 +394,17 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 		if err := unpinNetns(pin); err != nil {
 			return err
 		}
+		netGone = time.Since(t0)
 	}
 	if err := container.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return classify(err, "stop %s: delete container", id)
 	}
 	d.removeLogs(id)
-	d.log.Info("replica stopped", "id", id)
+	// Times since the stop began: the task exited (SIGTERM, or SIGKILL
+	// after timeout), its task was deleted, its network released.
+	d.log.Info("replica stopped", "id", id, "took", time.Since(t0).Round(time.Millisecond),
+		"exited", killed.Round(time.Millisecond), "task_deleted", taskGone.Round(time.Millisecond),
+		"net_released", netGone.Round(time.Millisecond))
 	return nil
 }
 
