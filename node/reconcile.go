@@ -34,10 +34,15 @@ import (
 //     1s and doubles to 5 min; it starts over after a run of 10 min. A
 //     failed start waits out the same backoff.
 //   - A slot that moved to another node is stopped here once the new
-//     owner reports a healthy replica of it (make-before-break across
-//     nodes), or after handoffTimeout. Slots of deleted services, slots
-//     scaled away, slots no node may take, and containers without Shoal
-//     labels are stopped at once.
+//     owner reports a healthy replica of it and does not hand it on
+//     itself (make-before-break across nodes), or after handoffTimeout.
+//     Slots of deleted services, slots scaled away, slots no node may
+//     take, and containers without Shoal labels are stopped at once.
+//   - A hand-off waits for its owner to be settled: the new owner starts
+//     a slot that a healthy replica elsewhere covers, and the old owner
+//     stops its copy, only once the slot has had its owner for
+//     handoffSettle. A slot without a healthy replica anywhere (a failed
+//     node's, a new one) starts at once.
 //   - Anything else is left alone: a running container of the current
 //     template is never touched, so an agent that restarts adopts its
 //     containers with zero restarts.
@@ -52,6 +57,19 @@ const (
 	// handoffTimeout bounds how long a slot that moved elsewhere keeps its
 	// old copy here while the new owner reports no healthy replica.
 	handoffTimeout = 5 * time.Minute
+	// handoffSettle is how long a slot must have had its owner, as this
+	// node sees it, before a hand-off acts on it. When a partition heals
+	// or several nodes join, the members come back over a few hundred
+	// milliseconds, and each step can move slots: a node that acted at
+	// once started containers that the next step took away again (on two
+	// cores under load each start took 4-8 s, and held up the ones that
+	// mattered), and two nodes that each saw the other as the owner
+	// stopped both copies of a slot. Hand-offs are never urgent: the slot
+	// runs healthy meanwhile. In the chaos runs the owners moved for
+	// 200-750 ms after a heal (a member that must first refute a stale
+	// suspicion of itself comes back last); 500 ms let a node start a
+	// slot that the last of them took away.
+	handoffSettle = time.Second
 )
 
 // slotKey names a replica slot.
@@ -84,9 +102,12 @@ type slotState struct {
 	// CrashOf identifies the crash being waited out (container ID and
 	// start time), so that one crash schedules one restart.
 	CrashOf string
-	// LostAt is when a slot that moved to another node was first seen
-	// here without a healthy replica there.
-	LostAt time.Time
+	// OwnedAt is when this node, owning the slot, first saw itself as its
+	// owner (zero when it does not own it).
+	OwnedAt time.Time
+	// MovedAt is when a slot that this node holds a container of was
+	// first seen owned by another node (zero while this node owns it).
+	MovedAt time.Time
 }
 
 // failed returns the state after a failed start at now: the next start
@@ -115,6 +136,10 @@ type reconcileInput struct {
 	// owns; the value is whether that node reports a healthy replica.
 	// An in-range slot neither desired nor here has no owner at all.
 	Handoff map[slotKey]bool
+	// Covered lists the desired slots of which another live node runs a
+	// healthy replica: a start of one of them is a hand-off, not a
+	// failover, and waits for the owner to settle.
+	Covered map[slotKey]bool
 	// Busy slots have an action under way: reconcile leaves them alone
 	// (but still counts them as mid-replacement).
 	Busy map[slotKey]bool
@@ -237,6 +262,14 @@ func reconcile(in reconcileInput) reconcileOutput {
 	for _, k := range keys {
 		st := in.Slots[k]
 		d, owned := desired[k]
+		if owned {
+			st.MovedAt = time.Time{}
+			if st.OwnedAt.IsZero() {
+				st.OwnedAt = in.Now
+			}
+		} else {
+			st.OwnedAt = time.Time{}
+		}
 		if in.Busy[k] {
 			out.Slots[k] = st
 			continue
@@ -245,7 +278,6 @@ func reconcile(in reconcileInput) reconcileOutput {
 			out.Slots[k] = reconcileLost(in, k, bySlot[k], st, stop, wake)
 			continue
 		}
-		st.LostAt = time.Time{}
 		cur, old := current(k, d)
 		for _, r := range old {
 			switch {
@@ -267,6 +299,10 @@ func reconcile(in reconcileInput) reconcileOutput {
 				}
 				replacing[k.Service]++
 				out.Actions = append(out.Actions, action{Kind: actStart, Slot: k, Spec: d, Reason: "new template " + d.Version})
+				break
+			}
+			if settled := st.OwnedAt.Add(handoffSettle); in.Covered[k] && in.Now.Before(settled) {
+				wake(settled) // a hand-off to this node: let the owner settle
 				break
 			}
 			out.Actions = append(out.Actions, action{Kind: actStart, Slot: k, Spec: d, Reason: "missing"})
@@ -308,6 +344,10 @@ func reconcileLost(in reconcileInput, k slotKey, here []runtime.Replica, st slot
 	stop func(slotKey, runtime.Replica, string), wake func(time.Time)) slotState {
 	n, live := in.Replicas[k.Service]
 	handedOff, moved := in.Handoff[k]
+	if moved && st.MovedAt.IsZero() {
+		st.MovedAt = in.Now
+	}
+	settled := st.MovedAt.Add(handoffSettle)
 	var reason string
 	switch {
 	case !live:
@@ -316,14 +356,14 @@ func reconcileLost(in reconcileInput, k slotKey, here []runtime.Replica, st slot
 		reason = "scaled down"
 	case !moved:
 		reason = "slot has no owner"
-	case handedOff:
+	case handedOff && !in.Now.Before(settled):
 		reason = "new owner runs it"
-	}
-	if reason == "" && st.LostAt.IsZero() {
-		st.LostAt = in.Now
-	}
-	if reason == "" && !in.Now.Before(st.LostAt.Add(handoffTimeout)) {
+	case handedOff:
+		wake(settled) // this node might own it again in a moment
+	case !in.Now.Before(st.MovedAt.Add(handoffTimeout)):
 		reason = "new owner not healthy after " + handoffTimeout.String()
+	default:
+		wake(st.MovedAt.Add(handoffTimeout))
 	}
 	for _, r := range here {
 		switch {
@@ -332,9 +372,6 @@ func reconcileLost(in reconcileInput, k slotKey, here []runtime.Replica, st slot
 		case r.State != runtime.StateRunning:
 			stop(k, r, "moved to another node, not running")
 		}
-	}
-	if reason == "" {
-		wake(st.LostAt.Add(handoffTimeout))
 	}
 	return st
 }

@@ -11,6 +11,7 @@ import (
 
 	"pgregory.net/rapid"
 
+	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/runtime"
 )
@@ -129,6 +130,8 @@ func TestReconcileTable(t *testing.T) {
 			Replicas: map[string]int{"web": 2},
 			Actual:   []runtime.Replica{ctr("web", 0, "v1", running, t0), ctr("web", 1, "v1", running, t0)},
 			Handoff:  map[slotKey]bool{{"web", 0}: false, {"web", 1}: true},
+			Slots: map[slotKey]slotState{{"web", 0}: {MovedAt: t0.Add(-handoffSettle)},
+				{"web", 1}: {MovedAt: t0.Add(-handoffSettle)}},
 		}, []string{"stop web-1-v1"}},
 		{"moved slot without owner stops", reconcileInput{
 			Replicas: map[string]int{"web": 1},
@@ -215,6 +218,80 @@ func TestReconcileHandoffTimeout(t *testing.T) {
 	in.Slots, in.Now = out.Slots, t0.Add(handoffTimeout)
 	if got := summary(reconcile(in).Actions); !slices.Equal(got, []string{"stop web-0-v1"}) {
 		t.Fatalf("after the handoff timeout: %q", got)
+	}
+}
+
+// A hand-off acts only once the slot has had its owner for
+// handoffSettle: on the old owner's side (its stop) and on the new
+// owner's (its start, when a healthy replica elsewhere covers the slot).
+// Ownership that flips back within the window does nothing at all.
+func TestReconcileHandoffSettles(t *testing.T) {
+	running := runtime.StateRunning
+	k := slotKey{"web", 0}
+	old := reconcileInput{
+		Now: t0, Replicas: map[string]int{"web": 1},
+		Actual:  []runtime.Replica{ctr("web", 0, "v1", running, t0.Add(-time.Hour))},
+		Healthy: map[string]bool{"web-0-v1": true},
+		Handoff: map[slotKey]bool{k: true},
+	}
+	out := reconcile(old)
+	if len(out.Actions) != 0 || !out.Wake.Equal(t0.Add(handoffSettle)) || !out.Slots[k].MovedAt.Equal(t0) {
+		t.Fatalf("old owner, just moved: actions %q wake %v state %+v; want none, a wake at +%v", summary(out.Actions), out.Wake, out.Slots[k], handoffSettle)
+	}
+	old.Slots, old.Now = out.Slots, t0.Add(handoffSettle-time.Millisecond)
+	if out := reconcile(old); len(out.Actions) != 0 {
+		t.Fatalf("old owner stopped its copy before the owner settled: %q", summary(out.Actions))
+	}
+	old.Now = t0.Add(handoffSettle)
+	if got := summary(reconcile(old).Actions); !slices.Equal(got, []string{"stop web-0-v1"}) {
+		t.Fatalf("old owner after the settle: %q", got)
+	}
+	// The old owner owns it again within the window: its copy stays, and
+	// a later move waits the whole window again.
+	old.Now = t0.Add(handoffSettle / 2)
+	again := old
+	again.Desired, again.Handoff = []runtime.ReplicaSpec{dspec("web", 0, "v1")}, nil
+	out = reconcile(again)
+	if len(out.Actions) != 0 || !out.Slots[k].MovedAt.IsZero() {
+		t.Fatalf("owned again: actions %q state %+v", summary(out.Actions), out.Slots[k])
+	}
+	old.Slots, old.Now = out.Slots, t0.Add(handoffSettle)
+	if out := reconcile(old); len(out.Actions) != 0 || !out.Wake.Equal(old.Now.Add(handoffSettle)) {
+		t.Fatalf("moved again: actions %q wake %v", summary(out.Actions), out.Wake)
+	}
+	// A dead copy goes at once, settled or not.
+	dead := old
+	dead.Slots, dead.Now = nil, t0
+	dead.Actual = []runtime.Replica{ctr("web", 0, "v1", runtime.StateExited, t0.Add(-time.Hour))}
+	if got := summary(reconcile(dead).Actions); !slices.Equal(got, []string{"stop web-0-v1"}) {
+		t.Fatalf("dead copy of a moved slot: %q", got)
+	}
+
+	// The new owner: a covered slot waits; an uncovered one starts at once.
+	nu := reconcileInput{
+		Now: t0, Replicas: map[string]int{"web": 1},
+		Desired: []runtime.ReplicaSpec{dspec("web", 0, "v1")},
+		Covered: map[slotKey]bool{k: true},
+	}
+	out = reconcile(nu)
+	if len(out.Actions) != 0 || !out.Wake.Equal(t0.Add(handoffSettle)) {
+		t.Fatalf("new owner of a covered slot: actions %q wake %v", summary(out.Actions), out.Wake)
+	}
+	nu.Slots, nu.Now = out.Slots, t0.Add(handoffSettle)
+	if got := summary(reconcile(nu).Actions); !slices.Equal(got, []string{"start web-0-v1"}) {
+		t.Fatalf("new owner after the settle: %q", got)
+	}
+	// Lost and owned again within the window: the window starts over.
+	lost := nu
+	lost.Desired, lost.Now = nil, t0.Add(handoffSettle/2)
+	out = reconcile(lost)
+	nu.Slots, nu.Now = out.Slots, t0.Add(handoffSettle)
+	if out := reconcile(nu); len(out.Actions) != 0 || !out.Wake.Equal(nu.Now.Add(handoffSettle)) {
+		t.Fatalf("owned again: actions %q wake %v", summary(out.Actions), out.Wake)
+	}
+	nu.Covered, nu.Slots = nil, nil
+	if got := summary(reconcile(nu).Actions); !slices.Equal(got, []string{"start web-0-v1"}) {
+		t.Fatalf("uncovered slot (a failover): %q, want a start at once", got)
 	}
 }
 
@@ -352,8 +429,26 @@ func TestReconcileSafetyProperties(t *testing.T) {
 				busy[slotKey{d.Service, d.Slot}] = true
 			}
 		}
+		// Some moved slots have been moved for the settle time, and some
+		// desired ones have been owned that long; some are covered.
+		slots := map[slotKey]slotState{}
+		settledMove := map[slotKey]bool{}
+		for k := range w.handoff {
+			if settledMove[k] = rapid.Bool().Draw(t, "settled-move-"+k.String()); settledMove[k] {
+				slots[k] = slotState{MovedAt: t0.Add(-handoffSettle)}
+			}
+		}
+		covered := map[slotKey]bool{}
+		settledOwn := map[slotKey]bool{}
+		for _, d := range w.desired {
+			k := slotKey{d.Service, d.Slot}
+			covered[k] = rapid.Bool().Draw(t, "covered-"+d.ID)
+			if settledOwn[k] = rapid.Bool().Draw(t, "settled-own-"+d.ID); settledOwn[k] {
+				slots[k] = slotState{OwnedAt: t0.Add(-handoffSettle)}
+			}
+		}
 		in := reconcileInput{Now: t0, Desired: w.desired, Replicas: w.replicas, Actual: w.actual,
-			Healthy: healthy, Handoff: w.handoff, Busy: busy}
+			Healthy: healthy, Handoff: w.handoff, Covered: covered, Busy: busy, Slots: slots}
 		out := reconcile(in)
 		if again := reconcile(in); !reflect.DeepEqual(out, again) {
 			t.Fatalf("not deterministic")
@@ -393,6 +488,9 @@ func TestReconcileSafetyProperties(t *testing.T) {
 				if _, exists := byID[a.Spec.ID]; exists && a.Kind == actStart {
 					t.Fatalf("start of an existing container %s", a.Spec.ID)
 				}
+				if a.Kind == actStart && a.Reason == "missing" && covered[a.Slot] && !settledOwn[a.Slot] {
+					t.Fatalf("hand-off start of %s before the owner settled", a.Slot)
+				}
 				if a.Kind == actRestart && (byID[a.ID].State == runtime.StateRunning || byID[a.ID].State == runtime.StateUnknown) {
 					t.Fatalf("restart of a %s container", byID[a.ID].State)
 				}
@@ -420,6 +518,8 @@ func TestReconcileSafetyProperties(t *testing.T) {
 				} else if n, live := w.replicas[a.Slot.Service]; a.Slot != unlabeled && live && a.Slot.Slot < n {
 					if handed, moved := w.handoff[a.Slot]; moved && !handed {
 						t.Fatalf("stopped %s before the new owner was healthy", c.ID)
+					} else if moved && !settledMove[a.Slot] {
+						t.Fatalf("stopped %s before the owner settled", c.ID)
 					}
 				}
 			}
@@ -533,4 +633,55 @@ func TestReconcileConvergedIsNoop(t *testing.T) {
 			t.Fatalf("actions on a converged node: %q (wake %v)", summary(out.Actions), out.Wake)
 		}
 	})
+}
+
+// handoffs: a moved slot may be stopped here only when its owner reports
+// a healthy replica that it keeps (not Leaving); an owned slot without a
+// container here is covered when any other node runs it healthy.
+func TestHandoffs(t *testing.T) {
+	running := runtime.StateRunning
+	owners := map[slotKey]string{{"web", 0}: "b", {"web", 1}: "b", {"web", 2}: "b", {"web", 3}: "b",
+		{"web", 4}: "self", {"web", 5}: "self", {"web", 6}: "self", {"web", 7}: "self"}
+	owner := func(service string, slot int) (string, bool) {
+		o, ok := owners[slotKey{service, slot}]
+		return o, ok
+	}
+	actual := []runtime.Replica{
+		ctr("web", 0, "v1", running, t0), // b runs it healthy and keeps it
+		ctr("web", 1, "v1", running, t0), // b runs it healthy but hands it on
+		ctr("web", 2, "v1", running, t0), // b's is not healthy yet
+		ctr("web", 3, "v1", running, t0), // only c runs it
+		ctr("web", 7, "v1", running, t0), // owned and here
+	}
+	owned := map[slotKey]bool{{"web", 4}: true, {"web", 5}: true, {"web", 6}: true, {"web", 7}: true}
+	status := []api.Replica{
+		{Service: "web", Slot: 0, Node: "b", Healthy: true},
+		{Service: "web", Slot: 1, Node: "b", Healthy: true, Leaving: true},
+		{Service: "web", Slot: 2, Node: "b"},
+		{Service: "web", Slot: 3, Node: "c", Healthy: true},
+		{Service: "web", Slot: 4, Node: "c", Healthy: true, Leaving: true}, // the old owner, handing it here
+		{Service: "web", Slot: 5, Node: "c"},                               // not healthy: no cover
+		{Service: "web", Slot: 6, Node: "self", Healthy: true},             // this node's own document
+		{Service: "web", Slot: 7, Node: "c", Healthy: true},                // here already
+	}
+	calls := 0
+	handoff, covered := handoffs("self", actual, owned, map[string]int{"web": 8}, owner,
+		func() []api.Replica { calls++; return status })
+	wantHandoff := map[slotKey]bool{{"web", 0}: true, {"web", 1}: false, {"web", 2}: false, {"web", 3}: false}
+	if !maps.Equal(handoff, wantHandoff) {
+		t.Errorf("handoff = %v, want %v", handoff, wantHandoff)
+	}
+	if want := map[slotKey]bool{{"web", 4}: true}; !maps.Equal(covered, want) {
+		t.Errorf("covered = %v, want %v", covered, want)
+	}
+	if calls != 1 {
+		t.Errorf("status read %d times, want once", calls)
+	}
+	// Nothing moved and everything here: the status is not read at all.
+	calls = 0
+	handoffs("self", actual[4:], map[slotKey]bool{{"web", 7}: true}, map[string]int{"web": 8}, owner,
+		func() []api.Replica { calls++; return status })
+	if calls != 0 {
+		t.Errorf("status read %d times for a node with nothing to hand off", calls)
+	}
 }

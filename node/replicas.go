@@ -79,6 +79,12 @@ type replicaSet struct {
 	// handoffWaiting is set by a pass that keeps a container of a slot
 	// that moved until its new owner reports it healthy.
 	handoffWaiting atomic.Bool
+	// inFlight counts the pass's actions under way (the standby's
+	// prepares and removals are not counted).
+	inFlight atomic.Int64
+	// incoming is set by a pass that found owned slots another node runs
+	// and this node has not started yet: hand-offs to this node.
+	incoming atomic.Bool
 
 	mu    sync.Mutex // guards all following fields
 	slots map[slotKey]slotState
@@ -311,30 +317,9 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		owned[slotKey{sl.Service, sl.Index}] = true
 	}
 
-	// Slots that moved: does their new owner run them healthy?
 	res := a.Placement()
-	handoff := make(map[slotKey]bool)
-	var others []api.Replica
-	for _, c := range actual {
-		k := keyOf(c)
-		if k == unlabeled || owned[k] || k.Slot >= counts[k.Service] {
-			continue
-		}
-		owner, ok := res.Owner(k.Service, k.Slot)
-		if !ok || owner == a.cfg.Name {
-			continue
-		}
-		if others == nil {
-			others = a.ReplicaStatus()
-		}
-		handoff[k] = false
-		for _, o := range others {
-			if o.Node == owner && o.Service == k.Service && o.Slot == k.Slot && o.Healthy {
-				handoff[k] = true
-			}
-		}
-	}
-
+	handoff, covered := handoffs(a.cfg.Name, actual, owned, counts, res.Owner, a.ReplicaStatus)
+	r.incoming.Store(len(covered) > 0)
 	waiting := false
 	for _, done := range handoff {
 		waiting = waiting || !done
@@ -362,7 +347,7 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	}
 	out := reconcile(reconcileInput{
 		Now: now, Desired: desired, Replicas: counts, Actual: actual,
-		Healthy: healthy, Handoff: handoff, Busy: busy, Slots: r.slots,
+		Healthy: healthy, Handoff: handoff, Covered: covered, Busy: busy, Slots: r.slots,
 	})
 	r.slots = out.Slots
 	for k := range r.lastErr {
@@ -373,6 +358,7 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	for _, act := range out.Actions {
 		r.busy[act.Slot]++
 	}
+	r.inFlight.Add(int64(len(out.Actions)))
 	r.mu.Unlock()
 
 	for _, act := range out.Actions {
@@ -392,6 +378,58 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	r.probes.sync(ctx, probeTargets(actual, specs, a.cfg.AdvertiseAddr))
 	r.status.setLocal(a.localStatus(desired, actual, specs, healthy), now)
 	return out.Wake
+}
+
+// handoffs looks at the slots that change hands. handoff lists the slots
+// this node holds containers of but another node owns, each with whether
+// the owner reports a healthy replica of it that it does not hand on in
+// turn (Leaving): only then may this node stop its copy. A Leaving
+// replica does not count, so two nodes that each see the other as the
+// owner for a moment never both stop. covered lists the owned slots
+// without a container here that a healthy replica on another node runs:
+// hand-offs to this node. status is called at most once, and only when
+// needed.
+func handoffs(self string, actual []runtime.Replica, owned map[slotKey]bool, counts map[string]int,
+	owner func(service string, slot int) (string, bool), status func() []api.Replica) (handoff, covered map[slotKey]bool) {
+	handoff = make(map[slotKey]bool)
+	covered = make(map[slotKey]bool)
+	var others []api.Replica
+	loaded := false
+	view := func() []api.Replica {
+		if !loaded {
+			others, loaded = status(), true
+		}
+		return others
+	}
+	local := make(map[slotKey]bool, len(actual))
+	for _, c := range actual {
+		k := keyOf(c)
+		local[k] = true
+		if k == unlabeled || owned[k] || k.Slot >= counts[k.Service] {
+			continue
+		}
+		o, ok := owner(k.Service, k.Slot)
+		if !ok || o == self {
+			continue
+		}
+		handoff[k] = false
+		for _, r := range view() {
+			if r.Node == o && r.Service == k.Service && r.Slot == k.Slot && r.Healthy && !r.Leaving {
+				handoff[k] = true
+			}
+		}
+	}
+	for k := range owned {
+		if local[k] {
+			continue
+		}
+		for _, r := range view() {
+			if r.Node != self && r.Service == k.Service && r.Slot == k.Slot && r.Healthy {
+				covered[k] = true
+			}
+		}
+	}
+	return handoff, covered
 }
 
 // runAction performs one action, records its outcome and kicks the loop.
@@ -418,6 +456,7 @@ func (a *Agent) runAction(ctx context.Context, act action) {
 	if r.busy[act.Slot]--; r.busy[act.Slot] <= 0 {
 		delete(r.busy, act.Slot)
 	}
+	r.inFlight.Add(-1)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		msg := err.Error()
@@ -507,6 +546,10 @@ func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Repl
 	defer r.mu.Unlock()
 	out := []api.Replica{}
 	has := make(map[slotKey]bool)
+	owned := make(map[slotKey]bool, len(desired))
+	for _, d := range desired {
+		owned[slotKey{d.Service, d.Slot}] = true
+	}
 	for _, c := range actual {
 		k := keyOf(c)
 		if k == unlabeled {
@@ -517,6 +560,7 @@ func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Repl
 			Service: c.Service, Slot: c.Slot, Node: a.cfg.Name, Container: c.ID,
 			Version: c.Version, Image: c.Image, StartedAt: c.StartedAt.UTC(),
 			Restarts: r.slots[k].Restarts, LastError: r.lastErr[k],
+			Leaving: !owned[k],
 		}
 		s, known := specs[c.Service]
 		if known {

@@ -27,3 +27,6 @@ func (a *Agent) CallStatus(ctx context.Context, to *Agent, req []byte) ([]byte, 
 func (a *Agent) StandbyPrepares(result string) float64 {
 	return testutil.ToFloat64(a.standby.prepares.WithLabelValues(result))
 }
+
+// ActionsUnderWay reports whether the replica loop has actions under way.
+func (a *Agent) ActionsUnderWay() bool { return a.replicas.inFlight.Load() > 0 }

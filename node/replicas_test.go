@@ -480,6 +480,23 @@ func TestHandoffEndsOnNewOwnersStatus(t *testing.T) {
 	if err := victim.Start(c.Nodes[0].GossipAddr()); err != nil {
 		t.Fatal(err)
 	}
+	// Until then the covering copy shows as leaving: its node no longer
+	// owns the slot (the new owner waits handoffSettle, 1 s, to start it).
+	c.Eventually(20*time.Second, func() error {
+		reps, err := c.Nodes[0].Client.Replicas(ctx, "web")
+		if err != nil {
+			return err
+		}
+		for _, r := range reps {
+			if r.Leaving {
+				if owner, _ := c.Nodes[0].Agent().Placement().Owner("web", r.Slot); owner == r.Node {
+					return fmt.Errorf("%s/%d on its owner %s shows as leaving", r.Service, r.Slot, r.Node)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no replica shows as leaving: %+v", reps)
+	})
 	// Back to one per node: the survivor that covered the slot stopped
 	// its copy, which only a pass run by the status change can do here.
 	c.Eventually(20*time.Second, func() error {

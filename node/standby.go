@@ -33,6 +33,12 @@ import (
 // Prepares and removals take the slot's busy mark, like the reconcile
 // pass's actions, so that the two never work on one slot at once.
 //
+// Speculative work yields to real work: while the reconcile pass has
+// starts or stops under way on this node, or slots handed to it that it
+// has not started yet, the standby prepares nothing new (when a partition
+// heals every node hands slots over, and stale suspicions travel at the
+// same time).
+//
 // The suspicion is memberlist's own (a probe and the indirect probes went
 // unanswered), seen by every node through gossip; a member whose agent only
 // closed its connections is not suspected any sooner. Host-network replicas
@@ -45,6 +51,10 @@ const standbyPoll = 100 * time.Millisecond
 // standbySettle is how long a member must have been alive before a
 // suspicion of it is acted on (see standbyGone).
 const standbySettle = 10 * time.Second
+
+// standbyMergeQuiet is how long after any member came back no suspicion
+// is acted on (see standbyGone).
+const standbyMergeQuiet = 2 * time.Second
 
 // standbyMaxInFlight bounds concurrent prepares: they are speculative, so
 // they should not crowd out the work of a node that is busy anyway.
@@ -125,8 +135,16 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	// A prepare under way is left to finish even if its slot is no longer
 	// wanted (the round after removes it): cancelling one mid-way could
 	// leave a container without its network for the pass to start.
+	//
+	// Nothing new is prepared while the pass has actions under way or
+	// hand-offs to this node pending: they are real work, a prepare is a
+	// guess, and after a heal stale suspicions come and go by the dozen.
 	var toPrepare []runtime.ReplicaSpec
+	busyNode := r.inFlight.Load() > 0 || r.incoming.Load()
 	for k, rs := range st.want {
+		if busyNode {
+			break
+		}
 		if r.busy[k] > 0 || r.local[k] || owned[k] {
 			continue // being worked on, running here already, or the pass starts it
 		}
@@ -189,8 +207,27 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 // A member that came (back) less than standbySettle ago is never counted:
 // when a partition heals, the members of the other side come back while
 // stale suspicions of them still travel and are refuted, and preparing for
-// those would load every node at the moment it has real work to do.
+// those would load every node at the moment it has real work to do. Nor is
+// any member counted within standbyMergeQuiet of some member coming back:
+// the other side's view, merged in, suspects the members of this side it
+// had declared failed until each refutes, a few hundred milliseconds later.
+// In one chaos run that made three nodes prepare seven replicas right after
+// a heal. (A member that restarts comes back alone, seconds before the
+// next failure of a kill loop; the window is short enough to miss it.)
 func standbyGone(placed []placement.Node, members []gossip.Member, aliveSince map[string]time.Time, now time.Time) []string {
+	for _, since := range aliveSince {
+		if !since.IsZero() && now.Sub(since) < standbyMergeQuiet {
+			return nil
+		}
+	}
+	for _, m := range members {
+		if _, known := aliveSince[m.Name]; m.Alive() && !known {
+			// Alive in gossip, not yet in the agent's view: it is coming
+			// back right now, and the merged view's stale suspicions come
+			// with it, before the agent has seen the join.
+			return nil
+		}
+	}
 	alive := make(map[string]bool, len(members))
 	for _, m := range members {
 		if m.Status == gossip.StatusAlive {

@@ -11,8 +11,9 @@ import (
 )
 
 // standbyGone names the placed nodes not alive now, except those that
-// came (back) within standbySettle: a healed partition's stale suspicions
-// are not acted on.
+// came (back) within standbySettle, and none within standbyMergeQuiet of
+// any member coming back: a healed partition's stale suspicions are not
+// acted on.
 func TestStandbyGone(t *testing.T) {
 	now := time.Now()
 	placed := []placement.Node{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "d"}, {Name: "e"}}
@@ -28,6 +29,29 @@ func TestStandbyGone(t *testing.T) {
 	if got, want := standbyGone(placed, members, since, now), []string{"b", "c", "e"}; !slices.Equal(got, want) {
 		t.Fatalf("gone = %v, want %v", got, want)
 	}
+	// Right after some member came back, no one is counted: the merged
+	// view's stale suspicions are being refuted.
+	since["d"] = now.Add(-standbyMergeQuiet / 2)
+	if got := standbyGone(placed, members, since, now); len(got) != 0 {
+		t.Fatalf("within the merge quiet time: gone = %v, want none", got)
+	}
+	since["d"] = now.Add(-standbyMergeQuiet)
+	if got, want := standbyGone(placed, members, since, now), []string{"b", "c", "e"}; !slices.Equal(got, want) {
+		t.Fatalf("after the merge quiet time: gone = %v, want %v", got, want)
+	}
+	// A member first seen (zero time: it joined) does not hold it off.
+	since["f"] = time.Time{}
+	if got, want := standbyGone(placed, members, since, now), []string{"b", "c", "e"}; !slices.Equal(got, want) {
+		t.Fatalf("with a member first seen: gone = %v, want %v", got, want)
+	}
+	delete(since, "f")
+	// A member alive in gossip that the agent's view has not seen come
+	// back yet: the merge is under way, no one is counted.
+	back := append(slices.Clone(members), gossip.Member{Name: "g", Status: gossip.StatusAlive})
+	if got := standbyGone(placed, back, since, now); len(got) != 0 {
+		t.Fatalf("with a member coming back: gone = %v, want none", got)
+	}
+	since["d"] = now.Add(-standbySettle / 2)
 	since["d"] = now.Add(-standbySettle)
 	if got, want := standbyGone(placed, members, since, now), []string{"b", "c", "d", "e"}; !slices.Equal(got, want) {
 		t.Fatalf("after the settle time: gone = %v, want %v", got, want)

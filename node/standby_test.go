@@ -23,22 +23,27 @@ func prepared(t *testing.T, f *runtime.Fake) []runtime.Replica {
 	return slices.DeleteFunc(list, func(r runtime.Replica) bool { return r.State != runtime.StatePrepared })
 }
 
+// standbySetup runs "web" (3 replicas) on c and returns a node other than
+// the first that runs one of them, and that replica.
+func standbySetup(t *testing.T, c *testenv.Cluster) (*testenv.Node, runtime.Replica) {
+	t.Helper()
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3, Ports: []spec.Port{{Published: 8080, Target: 80}}}
+	if _, err := c.Nodes[0].Client.PutService(ctxT(t), s, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 3) })
+	victim := runningOne(t, c.Nodes[1:], "web")
+	return victim, running(t, victim.Runtime().(*runtime.Fake), "web")[0]
+}
+
 // While a crashed node is suspect, the node that will take over its slot
 // prepares the replica, and once the node is declared failed it only
 // starts the prepared container. Prepared containers never show as
 // replicas, and none is left over.
 func TestStandbyPreparesASuspectsSlots(t *testing.T) {
 	c := testenv.New(t, testenv.Options{Nodes: 4})
-	ctx := ctxT(t)
-	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 3, Ports: []spec.Port{{Published: 8080, Target: 80}}}
-	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
-		t.Fatal(err)
-	}
-	c.Eventually(15*time.Second, func() error { return checkOwners(t, c, "web", 3) })
-	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 3) })
-
-	victim := runningOne(t, c.Nodes[1:], "web")
-	lost := running(t, victim.Runtime().(*runtime.Fake), "web")[0]
+	victim, lost := standbySetup(t, c)
 	// Operations before the kill (a slot may change hands while the
 	// membership forms) are not the standby's.
 	opsBefore := map[string]int{}
@@ -91,6 +96,75 @@ func TestStandbyPreparesASuspectsSlots(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Speculative work yields to real work: while every survivor has a start
+// under way (held by the runtime), a member's crash prepares nothing; its
+// slot is started plainly by the new owner once the member is declared
+// failed. The same cluster without the held starts prepares it
+// (TestStandbyPreparesASuspectsSlots).
+func TestStandbyYieldsToActionsUnderWay(t *testing.T) {
+	release := make(chan struct{})
+	hold := func(s runtime.ReplicaSpec) error {
+		if s.Service == "slow" {
+			<-release
+		}
+		return nil
+	}
+	c := testenv.New(t, testenv.Options{Nodes: 4})
+	defer close(release) // before the cluster stops (cleanups run after)
+	ctx := ctxT(t)
+	victim, lost := standbySetup(t, c)
+	var survivors []*testenv.Node
+	for _, n := range c.Nodes {
+		if n != victim { // its agent must stop when killed: no held start
+			survivors = append(survivors, n)
+			n.Runtime().(*runtime.Fake).SetStartError(hold)
+		}
+	}
+	// One slot of "slow" per node: every survivor has a start under way.
+	slow := spec.Spec{Name: "slow", Image: "demo:1", Replicas: 4}
+	if _, err := c.Nodes[0].Client.PutService(ctx, slow, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(15*time.Second, func() error {
+		for _, n := range survivors {
+			if !n.Agent().ActionsUnderWay() {
+				return fmt.Errorf("%s has no action under way yet", n.Name)
+			}
+		}
+		return nil
+	})
+	opsBefore := map[string]int{}
+	preparesBefore := map[string]float64{}
+	for _, n := range survivors {
+		opsBefore[n.Name] = len(n.Runtime().(*runtime.Fake).Ops())
+		preparesBefore[n.Name] = n.Agent().StandbyPrepares("prepared")
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// The lost slot runs again on a survivor, started without a prepare.
+	c.Eventually(30*time.Second, func() error {
+		for _, n := range c.Running() {
+			for _, r := range running(t, n.Runtime().(*runtime.Fake), "web") {
+				if r.Slot == lost.Slot {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("web/%d runs on no survivor", lost.Slot)
+	})
+	for _, n := range survivors {
+		for _, op := range n.Runtime().(*runtime.Fake).Ops()[opsBefore[n.Name]:] {
+			if op.Op == "prepare" || op.Prepared {
+				t.Errorf("%s: %s of %s (prepared=%v) while a start was under way", n.Name, op.Op, op.ID, op.Prepared)
+			}
+		}
+		if got := n.Agent().StandbyPrepares("prepared") - preparesBefore[n.Name]; got != 0 {
+			t.Errorf("%s counted %v prepares", n.Name, got)
+		}
+	}
 }
 
 // Prepared containers left by an earlier run (the agent stopped during a

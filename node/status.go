@@ -25,8 +25,9 @@ import (
 // writer: every node publishes the status of the replicas it runs as a
 // document (node name, version, replicas) and is its only author.
 //
-//  1. When its replicas change, a node pushes its document to every live
-//     member over the peer plane (statusProto, op "push").
+//  1. When its replicas change, a node pushes its document to every
+//     member alive or suspect over the peer plane (statusProto, op
+//     "push").
 //  2. Every statusPullInterval each node pulls from a random live member
 //     the documents newer than its own copies (op "pull", with the
 //     versions it holds), so a missed push is repaired within seconds and
@@ -422,8 +423,8 @@ func (a *Agent) callStatus(ctx context.Context, m gossip.Member, req statusReque
 	return a.host.Call(ctx, id, addr, statusProto, b)
 }
 
-// statusPushLoop pushes this node's document to every live member each
-// time it changes. Pushes to all members run concurrently; a round ends
+// statusPushLoop pushes this node's document to every member alive or
+// suspect (pushPeers) each time it changes. Pushes to all members run concurrently; a round ends
 // when all have answered or timed out, and changes during a round are
 // coalesced into the next one.
 func (a *Agent) statusPushLoop(ctx context.Context) {
@@ -439,7 +440,7 @@ func (a *Agent) statusPushLoop(ctx context.Context) {
 			continue
 		}
 		var wg sync.WaitGroup
-		for _, m := range a.livePeers() {
+		for _, m := range a.pushPeers() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -452,6 +453,21 @@ func (a *Agent) statusPushLoop(ctx context.Context) {
 		}
 		wg.Wait()
 	}
+}
+
+// pushPeers are the members a status push goes to: the live ones and the
+// suspects. A suspect is most likely alive (after a heal, stale
+// suspicions travel for a while), and its view holds this node's
+// document; skipping it left a moved slot's old copy running until the
+// next pull, because only this push said the new one was healthy.
+func (a *Agent) pushPeers() []gossip.Member {
+	var out []gossip.Member
+	for _, m := range a.members.Load().list {
+		if m.Name != a.cfg.Name && m.Alive() && m.TagsErr == nil {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // exchangeStatus swaps replica status with a member that joins (or comes

@@ -60,8 +60,11 @@ func printReplicas(w io.Writer, asJSON bool, reps []api.Replica, now time.Time) 
 			healthy = "yes"
 		}
 		state := r.State
-		if r.LastError != "" && r.State != "running" {
+		switch {
+		case r.LastError != "" && r.State != "running":
 			state += " (" + oneLine(r.LastError, 60) + ")"
+		case r.Leaving:
+			state += " (leaving)" // its node hands the slot over
 		}
 		t.row(r.Service, strconv.Itoa(r.Slot), r.Node, state, healthy, r.Endpoint,
 			strconv.Itoa(r.Restarts), strings.TrimSuffix(ago(now, r.StartedAt), " ago"))

@@ -70,13 +70,14 @@ func TestPrintReplicasTable(t *testing.T) {
 	reps := []api.Replica{
 		{Service: "web", Slot: 0, Node: "n1", State: "running", Healthy: true, Endpoint: "10.0.0.1:30000", Restarts: 2, StartedAt: now.Add(-3 * time.Minute)},
 		{Service: "web", Slot: 1, Node: "n2", State: "pending", LastError: "image demo:1: runtime: not found\nmore"},
+		{Service: "web", Slot: 2, Node: "n3", State: "running", Healthy: true, Leaving: true, StartedAt: now.Add(-time.Hour)},
 	}
 	var b strings.Builder
 	if err := printReplicas(&b, false, reps, now); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
-	if len(lines) != 3 {
+	if len(lines) != 4 {
 		t.Fatalf("table:\n%s", b.String())
 	}
 	if f := strings.Fields(lines[1]); strings.Join(f, " ") != "web 0 n1 running yes 10.0.0.1:30000 2 3m" {
@@ -84,6 +85,9 @@ func TestPrintReplicasTable(t *testing.T) {
 	}
 	if !strings.Contains(lines[2], "pending (image demo:1: runtime: not found more)") || !strings.Contains(lines[2], " no ") {
 		t.Errorf("row 2: %q", lines[2])
+	}
+	if !strings.Contains(lines[3], "running (leaving)") {
+		t.Errorf("row 3: %q", lines[3])
 	}
 	b.Reset()
 	if err := printReplicas(&b, true, nil, now); err != nil || strings.TrimSpace(b.String()) != "[]" {

@@ -179,6 +179,10 @@ type Replica struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 	// LastError is the last start failure, exit or probe error.
 	LastError string `json:"last_error,omitempty"`
+	// Leaving is set while the node that runs it no longer owns the
+	// slot: it keeps the container until the slot's new owner runs a
+	// healthy replica of it (make-before-break), then stops it.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // PrefetchRequest is the body of POST /v1/images/prefetch.
