@@ -56,6 +56,12 @@ const standbySettle = 10 * time.Second
 // is acted on (see standbyGone).
 const standbyMergeQuiet = 2 * time.Second
 
+// standbyConfirm is how long a member must have been suspect before its
+// slots are prepared (see standbyState.confirmed): a fifth of the 0.8-1.2
+// s that a suspicion lasts before the fast preset declares the member
+// failed.
+const standbyConfirm = 200 * time.Millisecond
+
 // standbyMaxInFlight bounds concurrent prepares: they are speculative, so
 // they should not crowd out the work of a node that is busy anyway.
 const standbyMaxInFlight = 4
@@ -79,6 +85,8 @@ type standbyState struct {
 	suspects string                          // sorted, comma-joined suspect names of the last computation
 	view     *placementView                  // placement the last computation started from
 	want     map[slotKey]runtime.ReplicaSpec // replicas to keep prepared
+	// suspectSince is when each current suspect was first seen suspect.
+	suspectSince map[string]time.Time
 }
 
 // standbyLoop prepares and removes containers as suspicions come and go,
@@ -115,7 +123,9 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	view := a.placement.view.Load()
 	var gone []string
 	if !a.cfg.NoStandby { // off: nothing is prepared, leftovers are still removed
-		gone = standbyGone(view.nodes, a.cluster.Members(), a.members.Load().aliveSince, time.Now())
+		members, now := a.cluster.Members(), time.Now()
+		gone = standbyGone(view.nodes, members, a.members.Load().aliveSince, now)
+		gone = st.confirmed(gone, members, now)
 	}
 	key := strings.Join(gone, ",")
 	if key != st.suspects || view != st.view {
@@ -245,6 +255,36 @@ func standbyGone(placed []placement.Node, members []gossip.Member, aliveSince ma
 	}
 	slices.Sort(gone)
 	return gone
+}
+
+// confirmed drops from gone the suspects first seen suspect less than
+// standbyConfirm ago (members failed or gone stay), and keeps
+// st.suspectSince up to date. When a partition heals, the other side's
+// gossip reaches a node a moment before the merge that brings its members
+// back: in one chaos run a node saw its one peer suspect for those 50 ms
+// and prepared four replicas that no one needed, on a loaded machine, at
+// the moment of the hand-offs.
+func (st *standbyState) confirmed(gone []string, members []gossip.Member, now time.Time) []string {
+	if st.suspectSince == nil {
+		st.suspectSince = make(map[string]time.Time)
+	}
+	suspect := make(map[string]bool)
+	for _, m := range members {
+		if m.Status == gossip.StatusSuspect {
+			suspect[m.Name] = true
+			if _, ok := st.suspectSince[m.Name]; !ok {
+				st.suspectSince[m.Name] = now
+			}
+		}
+	}
+	for name := range st.suspectSince {
+		if !suspect[name] {
+			delete(st.suspectSince, name)
+		}
+	}
+	return slices.DeleteFunc(gone, func(name string) bool {
+		return suspect[name] && now.Sub(st.suspectSince[name]) < standbyConfirm
+	})
 }
 
 // standbyWant computes placement without the gone nodes and returns the

@@ -76,3 +76,35 @@ func TestNextAliveSince(t *testing.T) {
 		t.Fatalf("aliveSince = %v, want %v", got, want)
 	}
 }
+
+// A suspect counts once it has been suspect for standbyConfirm; a member
+// failed or gone counts at once; a suspicion that ends is forgotten.
+func TestStandbyConfirmed(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var st standbyState
+	members := []gossip.Member{
+		{Name: "a", Status: gossip.StatusSuspect},
+		{Name: "b", Status: gossip.StatusFailed},
+		{Name: "c", Status: gossip.StatusAlive},
+	}
+	if got, want := st.confirmed([]string{"a", "b"}, members, t0), []string{"b"}; !slices.Equal(got, want) {
+		t.Fatalf("first seen: %v, want %v", got, want)
+	}
+	if got, want := st.confirmed([]string{"a", "b"}, members, t0.Add(standbyConfirm-time.Millisecond)), []string{"b"}; !slices.Equal(got, want) {
+		t.Fatalf("just before the confirm time: %v, want %v", got, want)
+	}
+	if got, want := st.confirmed([]string{"a", "b"}, members, t0.Add(standbyConfirm)), []string{"a", "b"}; !slices.Equal(got, want) {
+		t.Fatalf("after the confirm time: %v, want %v", got, want)
+	}
+	// a refutes; suspected again later, it waits the whole time again.
+	members[0].Status = gossip.StatusAlive
+	st.confirmed(nil, members, t0.Add(2*standbyConfirm))
+	members[0].Status = gossip.StatusSuspect
+	t1 := t0.Add(3 * standbyConfirm)
+	if got := st.confirmed([]string{"a"}, members, t1); len(got) != 0 {
+		t.Fatalf("suspected again: %v, want none yet", got)
+	}
+	if got := st.confirmed([]string{"a"}, members, t1.Add(standbyConfirm)); !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("suspected again, confirmed: %v", got)
+	}
+}
