@@ -424,34 +424,28 @@ func (a *Agent) callStatus(ctx context.Context, m gossip.Member, req statusReque
 }
 
 // statusPushLoop pushes this node's document to every member alive or
-// suspect (pushPeers) each time it changes. Pushes to all members run concurrently; a round ends
-// when all have answered or timed out, and changes during a round are
-// coalesced into the next one.
+// suspect (pushPeers) each time it changes, through a statusPusher: one
+// sender per member, so a member that does not answer delays no one
+// else's pushes, and changes coalesce per member.
 func (a *Agent) statusPushLoop(ctx context.Context) {
 	v := a.replicas.status
+	p := newStatusPusher(func(ctx context.Context, m gossip.Member, doc statusDoc) error {
+		_, err := a.callStatus(ctx, m, statusRequest{Op: "push", Doc: &doc})
+		if err != nil && ctx.Err() == nil {
+			a.log.Debug("status push failed; anti-entropy will repair", "to", m.Name, "err", err)
+		}
+		return err
+	})
+	defer p.close()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-v.push:
 		}
-		doc, ok := v.local()
-		if !ok {
-			continue
+		if doc, ok := v.local(); ok {
+			p.push(ctx, doc, a.pushPeers())
 		}
-		var wg sync.WaitGroup
-		for _, m := range a.pushPeers() {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				defer cancel()
-				if _, err := a.callStatus(cctx, m, statusRequest{Op: "push", Doc: &doc}); err != nil {
-					a.log.Debug("status push failed; anti-entropy will repair", "to", m.Name, "err", err)
-				}
-			}()
-		}
-		wg.Wait()
 	}
 }
 
@@ -459,7 +453,8 @@ func (a *Agent) statusPushLoop(ctx context.Context) {
 // suspects. A suspect is most likely alive (after a heal, stale
 // suspicions travel for a while), and its view holds this node's
 // document; skipping it left a moved slot's old copy running until the
-// next pull, because only this push said the new one was healthy.
+// next pull, because only this push said the new one was healthy. (A
+// suspect that crashed only holds up its own sender.)
 func (a *Agent) pushPeers() []gossip.Member {
 	var out []gossip.Member
 	for _, m := range a.members.Load().list {

@@ -1,0 +1,110 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/shoalmesh/shoal/gossip"
+)
+
+// A member that does not answer holds up only its own pushes: the others
+// get every change at once, and the stuck one gets the newest document
+// when it answers again, not the ones in between. A member dropped from
+// the peers has its push cancelled; close leaves no goroutine behind.
+func TestStatusPusherPerMember(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var (
+		mu      sync.Mutex
+		got     = map[string][]uint64{}
+		release = make(chan struct{})
+		stuck   = make(chan struct{}, 1)
+	)
+	// The slow member hangs on version 1 until released, and on version
+	// 100 until its push is cancelled.
+	send := func(ctx context.Context, m gossip.Member, doc statusDoc) error {
+		if m.Name == "slow" && (doc.Version == 1 || doc.Version == 100) {
+			stuck <- struct{}{}
+			hang := release
+			if doc.Version == 100 {
+				hang = nil
+			}
+			select {
+			case <-hang:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		mu.Lock()
+		got[m.Name] = append(got[m.Name], doc.Version)
+		mu.Unlock()
+		return nil
+	}
+	sent := func(name string) []uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got[name])
+	}
+	waitFor := func(what string, cond func() error) {
+		t.Helper()
+		var err error
+		if !pollUntil(5*time.Second, func() bool { err = cond(); return err == nil }) {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	ctx := context.Background()
+	p := newStatusPusher(send)
+	peers := []gossip.Member{{Name: "fast"}, {Name: "slow"}}
+	doc := func(v uint64) statusDoc { return statusDoc{Node: "self", Version: v} }
+
+	p.push(ctx, doc(1), peers)
+	<-stuck // the slow member's push of version 1 is under way, and hangs
+	for v := uint64(2); v <= 4; v++ {
+		p.push(ctx, doc(v), peers)
+		waitFor(fmt.Sprintf("fast member gets version %d", v), func() error {
+			if s := sent("fast"); len(s) == 0 || s[len(s)-1] != v {
+				return fmt.Errorf("fast got %v", s)
+			}
+			return nil
+		})
+	}
+	if s := sent("slow"); len(s) != 0 {
+		t.Fatalf("slow member got %v while its first push hung", s)
+	}
+	close(release)
+	waitFor("slow member gets the newest version", func() error {
+		if s := sent("slow"); !slices.Equal(s, []uint64{1, 4}) {
+			return fmt.Errorf("slow got %v, want [1 4]", s)
+		}
+		return nil
+	})
+	if s := sent("fast"); !slices.Equal(s, []uint64{1, 2, 3, 4}) {
+		t.Fatalf("fast got %v, want [1 2 3 4]", s)
+	}
+
+	// Dropping a member cancels a push that hangs; close waits for all.
+	p.push(ctx, doc(100), peers)
+	<-stuck
+	p.push(ctx, doc(5), []gossip.Member{{Name: "fast"}})
+	waitFor("fast member gets version 5", func() error {
+		if s := sent("fast"); s[len(s)-1] != 5 {
+			return fmt.Errorf("fast got %v", s)
+		}
+		return nil
+	})
+	closed := make(chan struct{})
+	go func() { p.close(); close(closed) }()
+	select { // close returns only once the slow member's hung push has ended
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("close hangs: the dropped member's push was not cancelled")
+	}
+	if s := sent("slow"); !slices.Equal(s, []uint64{1, 4}) {
+		t.Fatalf("slow got %v, want [1 4]: its push of 100 was cancelled", s)
+	}
+}
