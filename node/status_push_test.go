@@ -62,8 +62,17 @@ func TestStatusPusherPerMember(t *testing.T) {
 	peers := []gossip.Member{{Name: "fast"}, {Name: "slow"}}
 	doc := func(v uint64) statusDoc { return statusDoc{Node: "self", Version: v} }
 
+	defer p.close() // on a failure too: cancels the hung push
 	p.push(ctx, doc(1), peers)
 	<-stuck // the slow member's push of version 1 is under way, and hangs
+	// (A sender sends the newest document it holds: waiting for each
+	// version makes the fast member's sequence exact.)
+	waitFor("fast member gets version 1", func() error {
+		if s := sent("fast"); !slices.Equal(s, []uint64{1}) {
+			return fmt.Errorf("fast got %v", s)
+		}
+		return nil
+	})
 	for v := uint64(2); v <= 4; v++ {
 		p.push(ctx, doc(v), peers)
 		waitFor(fmt.Sprintf("fast member gets version %d", v), func() error {
