@@ -393,13 +393,18 @@ func handoffs(self string, actual []runtime.Replica, owned map[slotKey]bool, cou
 	owner func(service string, slot int) (string, bool), status func() []api.Replica) (handoff, covered map[slotKey]bool) {
 	handoff = make(map[slotKey]bool)
 	covered = make(map[slotKey]bool)
-	var others []api.Replica
-	loaded := false
-	view := func() []api.Replica {
-		if !loaded {
-			others, loaded = status(), true
+	var healthy map[slotKey][]api.Replica // other nodes' healthy replicas by slot
+	view := func(k slotKey) []api.Replica {
+		if healthy == nil {
+			healthy = make(map[slotKey][]api.Replica)
+			for _, r := range status() {
+				if r.Healthy && r.Node != self {
+					rk := slotKey{r.Service, r.Slot}
+					healthy[rk] = append(healthy[rk], r)
+				}
+			}
 		}
-		return others
+		return healthy[k]
 	}
 	local := make(map[slotKey]bool, len(actual))
 	for _, c := range actual {
@@ -412,21 +417,11 @@ func handoffs(self string, actual []runtime.Replica, owned map[slotKey]bool, cou
 		if !ok || o == self {
 			continue
 		}
-		handoff[k] = false
-		for _, r := range view() {
-			if r.Node == o && r.Service == k.Service && r.Slot == k.Slot && r.Healthy && !r.Leaving {
-				handoff[k] = true
-			}
-		}
+		handoff[k] = slices.ContainsFunc(view(k), func(r api.Replica) bool { return r.Node == o && !r.Leaving })
 	}
 	for k := range owned {
-		if local[k] {
-			continue
-		}
-		for _, r := range view() {
-			if r.Node != self && r.Service == k.Service && r.Slot == k.Slot && r.Healthy {
-				covered[k] = true
-			}
+		if !local[k] && len(view(k)) > 0 {
+			covered[k] = true
 		}
 	}
 	return handoff, covered

@@ -429,12 +429,11 @@ func (a *Agent) callStatus(ctx context.Context, m gossip.Member, req statusReque
 // else's pushes, and changes coalesce per member.
 func (a *Agent) statusPushLoop(ctx context.Context) {
 	v := a.replicas.status
-	p := newStatusPusher(func(ctx context.Context, m gossip.Member, doc statusDoc) error {
+	p := newStatusPusher(func(ctx context.Context, m gossip.Member, doc statusDoc) {
 		_, err := a.callStatus(ctx, m, statusRequest{Op: "push", Doc: &doc})
 		if err != nil && ctx.Err() == nil {
 			a.log.Debug("status push failed; anti-entropy will repair", "to", m.Name, "err", err)
 		}
-		return err
 	})
 	defer p.close()
 	for {
@@ -475,7 +474,7 @@ func (a *Agent) pushPeers() []gossip.Member {
 // could be).
 func (a *Agent) exchangeStatus(ctx context.Context, m gossip.Member) {
 	if doc, ok := a.replicas.status.local(); ok {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, statusPushTimeout)
 		_, err := a.callStatus(cctx, m, statusRequest{Op: "push", Doc: &doc})
 		cancel()
 		if err != nil {

@@ -17,7 +17,7 @@ const statusPushTimeout = 5 * time.Second
 // others'. Each sender keeps only the newest document while a push is
 // under way, so a slow member gets the latest state next, not a backlog.
 type statusPusher struct {
-	send func(ctx context.Context, m gossip.Member, doc statusDoc) error
+	send func(ctx context.Context, m gossip.Member, doc statusDoc) // logs its own failures
 
 	mu      sync.Mutex
 	senders map[string]*statusSender
@@ -34,7 +34,7 @@ type statusSender struct {
 	doc    *statusDoc // newest document not sent yet
 }
 
-func newStatusPusher(send func(ctx context.Context, m gossip.Member, doc statusDoc) error) *statusPusher {
+func newStatusPusher(send func(ctx context.Context, m gossip.Member, doc statusDoc)) *statusPusher {
 	return &statusPusher{send: send, senders: make(map[string]*statusSender)}
 }
 
@@ -89,7 +89,7 @@ func (p *statusPusher) run(ctx context.Context, s *statusSender) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, statusPushTimeout)
-		_ = p.send(cctx, m, *doc) // the sender logs; anti-entropy repairs
+		p.send(cctx, m, *doc) // a failed push: anti-entropy repairs it
 		cancel()
 	}
 }
