@@ -51,6 +51,10 @@ import (
 const (
 	backoffInitial = time.Second
 	backoffMax     = 5 * time.Minute
+	// stopBackoffMax bounds the wait between tries of a stop that keeps
+	// failing: a container that cannot be removed should not be retried
+	// in a hot loop, nor be left for minutes once the cause is gone.
+	stopBackoffMax = 30 * time.Second
 	// backoffReset is how long a container must have run for its slot's
 	// backoff to start over.
 	backoffReset = 10 * time.Minute
@@ -108,6 +112,11 @@ type slotState struct {
 	// MovedAt is when a slot that this node holds a container of was
 	// first seen owned by another node (zero while this node owns it).
 	MovedAt time.Time
+	// StopNotBefore holds off every stop of the slot's containers until
+	// then, after a failed stop; StopBackoff is the wait after the next
+	// failure (0: backoffInitial).
+	StopNotBefore time.Time
+	StopBackoff   time.Duration
 }
 
 // failed returns the state after a failed start at now: the next start
@@ -116,6 +125,21 @@ func (s slotState) failed(now time.Time) slotState {
 	b := max(s.Backoff, backoffInitial)
 	s.NotBefore = now.Add(b)
 	s.Backoff = min(2*b, backoffMax)
+	return s
+}
+
+// stopFailed returns the state after a failed stop at now: the next stop
+// waits the current stop backoff, which then doubles.
+func (s slotState) stopFailed(now time.Time) slotState {
+	b := max(s.StopBackoff, backoffInitial)
+	s.StopNotBefore = now.Add(b)
+	s.StopBackoff = min(2*b, stopBackoffMax)
+	return s
+}
+
+// stopped returns the state after a successful stop.
+func (s slotState) stopped() slotState {
+	s.StopNotBefore, s.StopBackoff = time.Time{}, 0
 	return s
 }
 
@@ -215,10 +239,23 @@ func reconcile(in reconcileInput) reconcileOutput {
 		desired[slotKey{d.Service, d.Slot}] = d
 	}
 
+	// stop asks for a stop of r unless an earlier stop of the slot failed
+	// and its backoff has not passed.
+	stop := func(k slotKey, r runtime.Replica, reason string) {
+		if t := in.Slots[k].StopNotBefore; in.Now.Before(t) {
+			wake(t)
+			return
+		}
+		out.Actions = append(out.Actions, action{Kind: actStop, Slot: k, ID: r.ID, Reason: reason})
+	}
+
 	// Containers without labels are not ours to keep.
-	if !in.Busy[unlabeled] {
-		for _, r := range bySlot[unlabeled] {
-			out.Actions = append(out.Actions, action{Kind: actStop, Slot: unlabeled, ID: r.ID, Reason: "container without shoal labels"})
+	if len(bySlot[unlabeled]) > 0 {
+		out.Slots[unlabeled] = in.Slots[unlabeled]
+		if !in.Busy[unlabeled] {
+			for _, r := range bySlot[unlabeled] {
+				stop(unlabeled, r, "container without shoal labels")
+			}
 		}
 	}
 
@@ -254,10 +291,6 @@ func reconcile(in reconcileInput) reconcileOutput {
 	slices.SortFunc(keys, func(a, b slotKey) int {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Slot, b.Slot))
 	})
-
-	stop := func(k slotKey, r runtime.Replica, reason string) {
-		out.Actions = append(out.Actions, action{Kind: actStop, Slot: k, ID: r.ID, Reason: reason})
-	}
 
 	for _, k := range keys {
 		st := in.Slots[k]

@@ -685,3 +685,60 @@ func TestHandoffs(t *testing.T) {
 		t.Errorf("status read %d times for a node with nothing to hand off", calls)
 	}
 }
+
+// TestReconcileStopBackoff: a stop that failed is not asked for again
+// until its backoff has passed (the chaos suite saw a stop that failed
+// every 35 ms for minutes), for a moved slot, a scaled-down one and a
+// container without labels alike; the backoff doubles up to
+// stopBackoffMax and a successful stop clears it.
+func TestReconcileStopBackoff(t *testing.T) {
+	running := runtime.StateRunning
+	moved := ctr("web", 0, "v1", running, t0)
+	scaled := ctr("web", 3, "v1", running, t0)
+	stray := runtime.Replica{ID: "stray", Service: "", Slot: -1, State: running}
+	failedAt := slotState{}.stopFailed(t0)
+	in := reconcileInput{
+		Now:      t0.Add(500 * time.Millisecond),
+		Replicas: map[string]int{"web": 2},
+		Actual:   []runtime.Replica{moved, scaled, stray},
+		Healthy:  healthyAll(moved, scaled),
+		Handoff:  map[slotKey]bool{{"web", 0}: true},
+		Slots: map[slotKey]slotState{
+			{"web", 0}: {MovedAt: t0.Add(-time.Minute), StopNotBefore: failedAt.StopNotBefore, StopBackoff: failedAt.StopBackoff},
+			{"web", 3}: failedAt,
+			unlabeled:  failedAt,
+		},
+	}
+	out := reconcile(in)
+	if got := summary(out.Actions); len(got) != 0 {
+		t.Fatalf("within the backoff: %v, want no stop", got)
+	}
+	if want := t0.Add(backoffInitial); !out.Wake.Equal(want) {
+		t.Errorf("Wake = %v, want the end of the backoff %v", out.Wake, want)
+	}
+	for k, st := range out.Slots {
+		if !st.StopNotBefore.Equal(failedAt.StopNotBefore) {
+			t.Errorf("slot %v lost its stop backoff: %+v", k, st)
+		}
+	}
+	in.Now = t0.Add(backoffInitial)
+	in.Slots = out.Slots
+	want := []string{"stop stray", "stop web-0-v1", "stop web-3-v1"}
+	if got := summary(reconcile(in).Actions); !reflect.DeepEqual(got, want) {
+		t.Errorf("after the backoff: %v, want %v", got, want)
+	}
+
+	var s slotState
+	for _, want := range []time.Duration{1, 2, 4, 8, 16, 30, 30} {
+		s = s.stopFailed(t0)
+		if got := s.StopNotBefore.Sub(t0); got != want*time.Second {
+			t.Fatalf("failed stop waits %v, want %v", got, want*time.Second)
+		}
+	}
+	if s = s.stopped(); !s.StopNotBefore.IsZero() || s.StopBackoff != 0 {
+		t.Errorf("after a successful stop: %+v", s)
+	}
+	if !s.NotBefore.IsZero() || s.Backoff != 0 {
+		t.Errorf("stop backoff touched the start backoff: %+v", s)
+	}
+}

@@ -459,10 +459,16 @@ func (a *Agent) runAction(ctx context.Context, act action) {
 			msg = msg[:maxErrorLen]
 		}
 		r.lastErr[act.Slot] = msg
-		if act.Kind != actStop {
+		if act.Kind == actStop {
+			r.slots[act.Slot] = r.slots[act.Slot].stopFailed(time.Now())
+		} else {
 			r.slots[act.Slot] = r.slots[act.Slot].failed(time.Now())
 		}
-	case err == nil && act.Kind != actStop:
+	case err == nil && act.Kind == actStop:
+		if st, ok := r.slots[act.Slot]; ok {
+			r.slots[act.Slot] = st.stopped()
+		}
+	case err == nil:
 		delete(r.lastErr, act.Slot)
 	}
 	r.mu.Unlock()

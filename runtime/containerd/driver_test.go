@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -759,3 +760,28 @@ func checkCgroup(t *testing.T, pid uint32, mem int64, quota int64) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestStopWithUnmountedPin: an agent that died between creating a
+// replica's namespace pin and mounting it (or between unmounting and
+// removing it) leaves the pin as a plain file. Stop still releases
+// everything: the bridge plugin refuses such a path ("unknown FS magic"),
+// and a stop that failed on it was retried for ever (the chaos suite saw
+// an exited replica that no stop could remove).
+func TestStopWithUnmountedPin(t *testing.T) {
+	e := newEnv(t)
+	e.importImage(t, "shoal-test:1")
+	ctx := context.Background()
+	r := e.start(t, runtime.ReplicaSpec{ID: "pin-0", Service: "pin", Image: "shoal-test:1", Network: "bridge", Ports: []int{80}})
+	waitHello(t, fmt.Sprintf("http://127.0.0.1:%d/", r.HostPorts[80]))
+	pin := filepath.Join(e.cfg.DataDir, "netns", r.ID)
+	if err := syscall.Unmount(pin, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("unmount pin: %v", err)
+	}
+	if !exists(pin) {
+		t.Fatal("the pin file went with its mount")
+	}
+	if err := e.d.Stop(ctx, r.ID, 500*time.Millisecond); err != nil {
+		t.Fatalf("Stop with an unmounted pin: %v", err)
+	}
+	assertGone(t, e, r.ID, r.IP, r.HostPorts[80], 0)
+}

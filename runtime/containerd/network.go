@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	gocni "github.com/containerd/go-cni"
+	"golang.org/x/sys/unix"
 
 	"github.com/shoalmesh/shoal/runtime"
 )
@@ -125,10 +126,18 @@ func (d *Driver) setupNetwork(ctx context.Context, id, nsPath string, ports map[
 // teardownNetwork releases what setupNetwork set up: the host port
 // rules, the IPAM allocation and the veth. The bridge plugin removes the
 // veth only while the namespace exists, hence the pinned namespace; an
-// empty nsPath (the pin is gone) releases the rest.
+// empty nsPath (the pin is gone) releases the rest. So does a pin that is
+// a plain file, not a mounted namespace (an agent that died between
+// creating the pin and mounting it, or between unmounting and removing
+// it): the bridge plugin would refuse it on every try ("unknown FS
+// magic"), and the stop would never finish.
 func (d *Driver) teardownNetwork(ctx context.Context, id, nsPath string) error {
 	if err := d.unmapHostPorts(id); err != nil {
 		return err
+	}
+	if nsPath != "" && !isNetns(nsPath) {
+		d.log.Warn("network namespace pin is not a mounted namespace; releasing the network without it", "id", id, "pin", nsPath)
+		nsPath = ""
 	}
 	if err := d.cni.Remove(ctx, id, nsPath); err != nil {
 		return fmt.Errorf("containerd: cni teardown %s: %w", id, err)
@@ -163,6 +172,13 @@ func pinNetns(pid uint32, path string) error {
 		return fmt.Errorf("containerd: pin netns of %d at %s: %w", pid, path, err)
 	}
 	return nil
+}
+
+// isNetns reports whether path is a network namespace (a pin that is
+// mounted, or /proc/PID/ns/net of a live process).
+func isNetns(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
 }
 
 // unpinNetns unmounts and removes a pin; a missing one is fine.
