@@ -165,6 +165,17 @@ func TestReconcileCrashBackoff(t *testing.T) {
 	crashed := ctr("web", 0, "v1", runtime.StateExited, t0.Add(-time.Minute))
 	in.Actual = []runtime.Replica{crashed}
 
+	// An agent that has just started (no memory of the slot) restarts a
+	// container that exited while it was away at once.
+	out := reconcile(in)
+	if got := summary(out.Actions); !slices.Equal(got, []string{"restart web-0-v1"}) {
+		t.Fatalf("first pass of an agent: actions %q, want a restart at once", got)
+	}
+	if st := out.Slots[slotKey{"web", 0}]; st.Restarts != 1 || !st.NotBefore.IsZero() {
+		t.Fatalf("first pass of an agent: %+v", st)
+	}
+	// Any later crash backs off, starting at 1s.
+	in.Slots = map[slotKey]slotState{{"web", 0}: {}}
 	var wantRestarts int
 	for i, wantDelay := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300} {
 		wantDelay *= time.Second
@@ -665,8 +676,12 @@ func TestHandoffs(t *testing.T) {
 		{Service: "web", Slot: 7, Node: "c", Healthy: true},                // here already
 	}
 	calls := 0
-	handoff, covered := handoffs("self", actual, owned, map[string]int{"web": 8}, owner,
+	ho := handoffs("self", actual, healthyAll(actual...), owned, map[string]int{"web": 8}, owner,
 		func() []api.Replica { calls++; return status })
+	handoff, covered := ho.handoff, ho.covered
+	if len(ho.narrows) != 0 {
+		t.Errorf("narrows = %v for a node that keeps a replica of the service", ho.narrows)
+	}
 	wantHandoff := map[slotKey]bool{{"web", 0}: true, {"web", 1}: false, {"web", 2}: false, {"web", 3}: false}
 	if !maps.Equal(handoff, wantHandoff) {
 		t.Errorf("handoff = %v, want %v", handoff, wantHandoff)
@@ -679,7 +694,7 @@ func TestHandoffs(t *testing.T) {
 	}
 	// Nothing moved and everything here: the status is not read at all.
 	calls = 0
-	handoffs("self", actual[4:], map[slotKey]bool{{"web", 7}: true}, map[string]int{"web": 8}, owner,
+	handoffs("self", actual[4:], healthyAll(actual[4:]...), map[slotKey]bool{{"web", 7}: true}, map[string]int{"web": 8}, owner,
 		func() []api.Replica { calls++; return status })
 	if calls != 0 {
 		t.Errorf("status read %d times for a node with nothing to hand off", calls)
@@ -740,5 +755,75 @@ func TestReconcileStopBackoff(t *testing.T) {
 	}
 	if !s.NotBefore.IsZero() || s.Backoff != 0 {
 		t.Errorf("stop backoff touched the start backoff: %+v", s)
+	}
+}
+
+// TestHandoffsKeepSpread: a copy handed off to a healthy owner stays while
+// the service would otherwise run on fewer nodes than the placement
+// spreads it over. The chaos suite's case: api has 2 replicas; a node
+// restarting (a) owns api/0 again but its replica is not healthy yet; b
+// covers api/0 for it and has just been handed back api/1, which this
+// node covered. Stopping here would leave b the only node serving api.
+func TestHandoffsKeepSpread(t *testing.T) {
+	running := runtime.StateRunning
+	owners := map[slotKey]string{{"api", 0}: "a", {"api", 1}: "b", {"web", 0}: "b", {"web", 1}: "self"}
+	owner := func(service string, slot int) (string, bool) {
+		o, ok := owners[slotKey{service, slot}]
+		return o, ok
+	}
+	counts := map[string]int{"api": 2, "web": 2}
+	api1 := ctr("api", 1, "v1", running, t0)
+	web0 := ctr("web", 0, "v1", running, t0)
+	web1 := ctr("web", 1, "v1", running, t0)
+	actual := []runtime.Replica{api1, web0, web1}
+	owned := map[slotKey]bool{{"web", 1}: true}
+	status := func(aHealthy bool) func() []api.Replica {
+		return func() []api.Replica {
+			return []api.Replica{
+				{Service: "api", Slot: 0, Node: "a", Healthy: aHealthy},
+				{Service: "api", Slot: 0, Node: "b", Healthy: true, Leaving: true},
+				{Service: "api", Slot: 1, Node: "b", Healthy: true},
+				{Service: "web", Slot: 0, Node: "b", Healthy: true},
+			}
+		}
+	}
+	ho := handoffs("self", actual, healthyAll(actual...), owned, counts, owner, status(false))
+	// web/0: this node keeps web/1, so its copy of web/0 is not needed.
+	if want := map[slotKey]bool{{"api", 1}: true, {"web", 0}: true}; !maps.Equal(ho.handoff, want) {
+		t.Fatalf("handoff = %v, want %v", ho.handoff, want)
+	}
+	if want := map[slotKey]bool{{"api", 1}: true}; !maps.Equal(ho.narrows, want) {
+		t.Errorf("a not healthy yet: narrows = %v, want %v", ho.narrows, want)
+	}
+	if ho = handoffs("self", actual, healthyAll(actual...), owned, counts, owner, status(true)); len(ho.narrows) != 0 {
+		t.Errorf("a healthy: narrows = %v, want none", ho.narrows)
+	}
+	// A copy that is not healthy serves nobody: no reason to keep it.
+	if ho = handoffs("self", actual, map[string]bool{}, owned, counts, owner, status(false)); len(ho.narrows) != 0 {
+		t.Errorf("copy here not healthy: narrows = %v, want none", ho.narrows)
+	}
+
+	// reconcile keeps the copy until spreadHold after the move, and stops
+	// it at once when it is not needed.
+	in := reconcileInput{
+		Now: t0.Add(5 * time.Second), Replicas: counts, Actual: []runtime.Replica{api1},
+		Healthy: healthyAll(api1), Handoff: map[slotKey]bool{{"api", 1}: true},
+		Narrows: map[slotKey]bool{{"api", 1}: true},
+		Slots:   map[slotKey]slotState{{"api", 1}: {MovedAt: t0}},
+	}
+	out := reconcile(in)
+	if got := summary(out.Actions); len(got) != 0 {
+		t.Errorf("needed for the spread: %v, want nothing", got)
+	}
+	if want := t0.Add(spreadHold); !out.Wake.Equal(want) {
+		t.Errorf("Wake = %v, want %v", out.Wake, want)
+	}
+	in.Now = t0.Add(spreadHold)
+	if got, want := summary(reconcile(in).Actions), []string{"stop api-1-v1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after spreadHold: %v, want %v", got, want)
+	}
+	in.Now, in.Narrows = t0.Add(5*time.Second), nil
+	if got, want := summary(reconcile(in).Actions), []string{"stop api-1-v1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("not needed: %v, want %v", got, want)
 	}
 }

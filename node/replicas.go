@@ -317,15 +317,6 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		owned[slotKey{sl.Service, sl.Index}] = true
 	}
 
-	res := a.Placement()
-	handoff, covered := handoffs(a.cfg.Name, actual, owned, counts, res.Owner, a.ReplicaStatus)
-	r.incoming.Store(len(covered) > 0)
-	waiting := false
-	for _, done := range handoff {
-		waiting = waiting || !done
-	}
-	r.handoffWaiting.Store(waiting)
-
 	healthy := make(map[string]bool, len(actual))
 	for _, c := range actual {
 		if c.State != runtime.StateRunning {
@@ -339,6 +330,15 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		}
 	}
 
+	res := a.Placement()
+	ho := handoffs(a.cfg.Name, actual, healthy, owned, counts, res.Owner, a.ReplicaStatus)
+	r.incoming.Store(len(ho.covered) > 0)
+	waiting := false
+	for k, done := range ho.handoff {
+		waiting = waiting || !done || ho.narrows[k]
+	}
+	r.handoffWaiting.Store(waiting)
+
 	now := time.Now()
 	r.mu.Lock()
 	busy := make(map[slotKey]bool, len(r.busy))
@@ -347,7 +347,7 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	}
 	out := reconcile(reconcileInput{
 		Now: now, Desired: desired, Replicas: counts, Actual: actual,
-		Healthy: healthy, Handoff: handoff, Covered: covered, Busy: busy, Slots: r.slots,
+		Healthy: healthy, Handoff: ho.handoff, Narrows: ho.narrows, Covered: ho.covered, Busy: busy, Slots: r.slots,
 	})
 	r.slots = out.Slots
 	for k := range r.lastErr {
@@ -380,36 +380,78 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	return out.Wake
 }
 
-// handoffs looks at the slots that change hands. handoff lists the slots
-// this node holds containers of but another node owns, each with whether
-// the owner reports a healthy replica of it that it does not hand on in
-// turn (Leaving): only then may this node stop its copy. A Leaving
-// replica does not count, so two nodes that each see the other as the
-// owner for a moment never both stop. covered lists the owned slots
-// without a container here that a healthy replica on another node runs:
-// hand-offs to this node. status is called at most once, and only when
-// needed.
-func handoffs(self string, actual []runtime.Replica, owned map[slotKey]bool, counts map[string]int,
-	owner func(service string, slot int) (string, bool), status func() []api.Replica) (handoff, covered map[slotKey]bool) {
-	handoff = make(map[slotKey]bool)
-	covered = make(map[slotKey]bool)
-	var healthy map[slotKey][]api.Replica // other nodes' healthy replicas by slot
+// handoffState is what handoffs found.
+type handoffState struct {
+	// handoff lists the slots this node holds containers of but another
+	// node owns, each with whether the owner reports a healthy replica
+	// of it that it does not hand on in turn (Leaving): only then may
+	// this node stop its copy. A Leaving replica does not count, so two
+	// nodes that each see the other as the owner for a moment never both
+	// stop.
+	handoff map[slotKey]bool
+	// narrows lists the handed-off slots whose copy here is, for now,
+	// needed for the service's spread: this node runs no healthy replica
+	// of the service that it keeps, and fewer nodes run one that they
+	// keep than the placement spreads the service over. So a node
+	// holding two replicas of a service for a moment (one it owns, one
+	// it covers for a node that is restarting them) is not left as the
+	// only node that serves it.
+	narrows map[slotKey]bool
+	// covered lists the owned slots without a container here that a
+	// healthy replica on another node runs: hand-offs to this node.
+	covered map[slotKey]bool
+}
+
+// handoffs looks at the slots that change hands (see handoffState).
+// healthy says which of this node's containers are healthy. status is
+// called at most once, and only when needed.
+func handoffs(self string, actual []runtime.Replica, healthy map[string]bool, owned map[slotKey]bool, counts map[string]int,
+	owner func(service string, slot int) (string, bool), status func() []api.Replica) handoffState {
+	hs := handoffState{handoff: make(map[slotKey]bool), narrows: make(map[slotKey]bool), covered: make(map[slotKey]bool)}
+	var (
+		others map[slotKey][]api.Replica  // other nodes' healthy replicas by slot
+		kept   map[string]map[string]bool // service -> other nodes with a healthy replica they keep
+	)
 	view := func(k slotKey) []api.Replica {
-		if healthy == nil {
-			healthy = make(map[slotKey][]api.Replica)
+		if others == nil {
+			others = make(map[slotKey][]api.Replica)
+			kept = make(map[string]map[string]bool)
 			for _, r := range status() {
 				if r.Healthy && r.Node != self {
 					rk := slotKey{r.Service, r.Slot}
-					healthy[rk] = append(healthy[rk], r)
+					others[rk] = append(others[rk], r)
+					if !r.Leaving {
+						if kept[r.Service] == nil {
+							kept[r.Service] = make(map[string]bool)
+						}
+						kept[r.Service][r.Node] = true
+					}
 				}
 			}
 		}
-		return healthy[k]
+		return others[k]
 	}
+	// spread is the number of nodes the placement spreads service over.
+	spread := func(service string) int {
+		nodes := make(map[string]bool)
+		for i := range counts[service] {
+			if o, ok := owner(service, i); ok {
+				nodes[o] = true
+			}
+		}
+		return len(nodes)
+	}
+	keepsHere := make(map[string]bool) // services with a healthy owned replica here
 	local := make(map[slotKey]bool, len(actual))
 	for _, c := range actual {
 		k := keyOf(c)
 		local[k] = true
+		if owned[k] && c.State == runtime.StateRunning && healthy[c.ID] {
+			keepsHere[k.Service] = true
+		}
+	}
+	for _, c := range actual {
+		k := keyOf(c)
 		if k == unlabeled || owned[k] || k.Slot >= counts[k.Service] {
 			continue
 		}
@@ -417,14 +459,19 @@ func handoffs(self string, actual []runtime.Replica, owned map[slotKey]bool, cou
 		if !ok || o == self {
 			continue
 		}
-		handoff[k] = slices.ContainsFunc(view(k), func(r api.Replica) bool { return r.Node == o && !r.Leaving })
+		done := slices.ContainsFunc(view(k), func(r api.Replica) bool { return r.Node == o && !r.Leaving })
+		hs.handoff[k] = done
+		if done && !keepsHere[k.Service] && c.State == runtime.StateRunning && healthy[c.ID] &&
+			len(kept[k.Service]) < spread(k.Service) {
+			hs.narrows[k] = true
+		}
 	}
 	for k := range owned {
 		if !local[k] && len(view(k)) > 0 {
-			covered[k] = true
+			hs.covered[k] = true
 		}
 	}
-	return handoff, covered
+	return hs
 }
 
 // runAction performs one action, records its outcome and kicks the loop.
