@@ -259,7 +259,7 @@ func (b *Balancer) listen(r Route) (*listener, error) {
 		l.startHTTP()
 	} else {
 		l.wg.Add(1)
-		go l.serveTCP()
+		go l.serve(l.handleTCP)
 	}
 	b.log.Info("lb listening", "service", r.Service, "port", r.Port, "protocol", l.protocol, "addr", l.addr)
 	return l, nil

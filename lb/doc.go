@@ -13,18 +13,29 @@
 // # Protocols
 //
 // "tcp" routes are L4: each accepted connection is forwarded to one
-// endpoint and the bytes are copied both ways with io.Copy between
-// *net.TCPConn, which the Go runtime turns into splice(2) (zero copy
-// through a pipe). A half-close is passed on with CloseWrite; a
-// connection with no traffic either way for Config.IdleTimeout is closed.
-// With Route.ProxyProtocol, a PROXY protocol v2 header carrying the
-// client's address is sent to the endpoint first.
+// endpoint and the bytes are copied both ways. Small messages take one
+// read into a pooled buffer and one write; a read that fills the buffer
+// marks a bulk stream, which moves with splice(2) (zero copy through a
+// pipe) until it slows down (HAProxy's "splice-auto"). A half-close is
+// passed on with CloseWrite; a connection with no traffic either way for
+// Config.IdleTimeout is closed. With Route.ProxyProtocol, a PROXY
+// protocol v2 header carrying the client's address is sent to the
+// endpoint first.
 //
 // "http" routes are L7: requests are balanced one by one over keep-alive
-// connection pools (net/http/httputil.ReverseProxy over an
-// http.Transport), with X-Forwarded-For, X-Forwarded-Host,
-// X-Forwarded-Proto, Forwarded (RFC 7239) and X-Request-Id headers.
-// Upgrades (websockets) and streaming bodies pass through.
+// connection pools, with X-Forwarded-For, X-Forwarded-Host,
+// X-Forwarded-Proto, Forwarded (RFC 7239) and X-Request-Id headers, and
+// hop-by-hop headers removed. A purpose-built HTTP/1.1 proxy serves plain
+// requests (no body, or one of at most Config.MaxBufferedBody bytes): one
+// goroutine per client connection parses each head into reused buffers
+// and writes it, less hop-by-hop headers and plus the forwarding ones, to
+// a pooled endpoint connection, then streams the response back. Heads
+// with ambiguous framing (Content-Length with Transfer-Encoding,
+// differing lengths, obs-fold) get a 400. Any other connection it does
+// not serve (upgrades such as websockets, Expect: 100-continue, chunked
+// or large request bodies, HTTP/1.0) goes, with what was read of it, to
+// net/http's server and httputil.ReverseProxy over an http.Transport for
+// the rest of its life; upgrades and streaming bodies pass through there.
 //
 // # Policies
 //

@@ -46,6 +46,8 @@ type endpoint struct {
 
 	ejected atomic.Int64 // ejectedUntil in Unix ns, for the lock-free check
 
+	pool connPool // idle keep-alive connections (L7 fast path)
+
 	m *endpointMetrics
 }
 

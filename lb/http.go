@@ -37,7 +37,9 @@ type reqState struct {
 
 type reqStateKey struct{}
 
-// startHTTP serves the listener as an HTTP reverse proxy.
+// startHTTP serves the listener as an HTTP reverse proxy: the fast path
+// (h1proxy.go) takes every connection and hands those it does not serve
+// to a net/http server with ReverseProxy.
 func (l *listener) startHTTP() {
 	l.transport = &http.Transport{
 		DialContext:           l.b.dialer.DialContext,
@@ -57,22 +59,19 @@ func (l *listener) startHTTP() {
 	}
 	l.srv = &http.Server{
 		Handler:           l.handler(rp),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		IdleTimeout:       httpIdleTimeout,
 		ErrorLog:          log.New(io.Discard, "", 0),
-		ConnState: func(_ net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				l.rm.accepted.Inc()
-			}
-		},
 	}
-	l.wg.Add(1)
+	l.handoff = newConnQueue(l.ln.Addr())
+	l.wg.Add(2)
 	go func() {
 		defer l.wg.Done()
-		if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.srv.Serve(l.handoff); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			l.b.log.Warn("lb http serve", "port", l.port, "err", err)
 		}
 	}()
+	go l.serve(l.serveHTTPConn)
 }
 
 // handler stamps each request with its table and hash key.

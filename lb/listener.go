@@ -43,8 +43,9 @@ type listener struct {
 	resumed  chan struct{} // closed while accepting
 
 	// L7
-	srv       *http.Server
-	transport *http.Transport
+	srv       *http.Server    // serves what the fast path hands over
+	handoff   *connQueue      // srv's listener
+	transport *http.Transport // ReverseProxy's
 
 	wg sync.WaitGroup
 }
@@ -77,6 +78,7 @@ func (l *listener) set(r Route) {
 	}
 	for k, ep := range l.eps {
 		if _, ok := next[k]; !ok {
+			ep.pool.close()
 			if !addrStillUsed(next, ep.Addr) {
 				l.b.met.forget(l.service, l.port, ep.key)
 			}
@@ -197,15 +199,19 @@ func (l *listener) close() {
 	l.conns = nil
 	l.connMu.Unlock()
 	close(l.stopc)
+	_ = l.ln.Close()
 	if l.srv != nil {
-		_ = l.srv.Close() // closes the listener and the connections
+		_ = l.srv.Close() // closes the hand-over queue and its connections
 		l.transport.CloseIdleConnections()
-	} else {
-		_ = l.ln.Close()
 	}
 	for c := range conns {
 		_ = c.Close()
 	}
+	l.setMu.Lock()
+	for _, ep := range l.eps {
+		ep.pool.close()
+	}
+	l.setMu.Unlock()
 	l.wg.Wait()
 	l.b.log.Info("lb stopped listening", "service", l.service, "port", l.port)
 }

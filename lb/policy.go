@@ -227,7 +227,7 @@ func maglevTable(names []string, m int) []int32 {
 
 // hashString is 64-bit FNV-1a, finished with mix64. Every node must hash
 // the same way: it picks Maglev positions and keys.
-func hashString(s string) uint64 {
+func hashString[S string | []byte](s S) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(s); i++ {
 		h ^= uint64(s[i])

@@ -8,11 +8,14 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
-// serveTCP accepts L4 connections until the listener closes.
-func (l *listener) serveTCP() {
+// serve accepts connections until the listener closes, and serves each
+// with handle in a goroutine of its own. The connection is closed when
+// handle returns, unless handle reports that it handed it over.
+func (l *listener) serve(handle func(*net.TCPConn) (handedOver bool)) {
 	defer l.wg.Done()
 	var backoff time.Duration
 	for {
@@ -41,15 +44,16 @@ func (l *listener) serveTCP() {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			defer l.untrack(c)
-			defer c.Close()
-			l.handleTCP(c.(*net.TCPConn))
+			if !handle(c.(*net.TCPConn)) {
+				_ = c.Close()
+				l.untrack(c)
+			}
 		}()
 	}
 }
 
-// handleTCP forwards one client connection.
-func (l *listener) handleTCP(c *net.TCPConn) {
+// handleTCP forwards one client connection (never handed over).
+func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 	l.rm.accepted.Inc()
 	t := l.table.Load()
 	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
@@ -76,6 +80,7 @@ func (l *listener) handleTCP(c *net.TCPConn) {
 		}
 	}
 	pipe(c, up, l.b.cfg.IdleTimeout)
+	return
 }
 
 // dial connects to an endpoint of t, trying up to Config.Attempts of
@@ -121,6 +126,15 @@ func (l *listener) dial(t *table, key uint64) (*net.TCPConn, *endpoint) {
 // looks at the clock again.
 const copyChunk = 256 << 10
 
+// copyBufSize is the buffer of the plain copy path. A read that fills it
+// marks a bulk stream, which the direction then moves with splice.
+const copyBufSize = 16 << 10
+
+// copyBufs holds the plain copy path's buffers. A direction takes one
+// only when its socket has bytes to read and gives it back once they are
+// written, so an idle connection holds none.
+var copyBufs = sync.Pool{New: func() any { return new([copyBufSize]byte) }}
+
 // pipeState is shared by the two directions of a connection.
 type pipeState struct {
 	last    atomic.Int64 // Unix ns of the last bytes moved either way
@@ -145,13 +159,24 @@ func pipe(a, b *net.TCPConn, idle time.Duration) {
 	wg.Wait()
 }
 
-// copyHalf copies src to dst with splice, in chunks, so that it can see
-// the clock: each read waits at most a quarter of idle. A direction that
-// saw nothing for a whole window while the connection as a whole has been
-// quiet for idle marks it suspect and makes the other direction check in
-// at once (by expiring its read deadline); the other direction, seeing
-// nothing in its own window either, ends the connection. So an idle
-// connection is closed after idle to 1.25 x idle, and a busy one never.
+// copyHalf copies src to dst until EOF (passed on with CloseWrite), an
+// error, or idleness.
+//
+// Small messages, the common case of request/response traffic, take one
+// read into a pooled buffer and one write (HAProxy's "splice-auto"): for
+// them, splice would cost two calls and a trip through a pipe each. A
+// read that fills the buffer marks a bulk stream, which then moves with
+// splice (zero copy through a pipe), in chunks, until a chunk comes back
+// short at a clock check; then the direction copies again.
+//
+// Each read waits at most a quarter of idle so that it can see the clock
+// (the read deadline is pushed back only once it is half spent, not per
+// message). A direction that saw nothing for a whole window while the
+// connection as a whole has been quiet for idle marks it suspect and makes
+// the other direction check in at once (by expiring its read deadline);
+// the other direction, seeing nothing in its own window either, ends the
+// connection. So an idle connection is closed after idle to 1.25 x idle,
+// and a busy one never.
 func copyHalf(dst, src *net.TCPConn, st *pipeState, idle time.Duration) {
 	tick := max(idle/4, time.Millisecond)
 	past := time.Unix(1, 0)
@@ -160,25 +185,64 @@ func copyHalf(dst, src *net.TCPConn, st *pipeState, idle time.Duration) {
 		_ = src.SetDeadline(past) // also ends a write blocked on a slow reader
 		_ = dst.SetDeadline(past)
 	}
+	rc, err := src.SyscallConn()
+	if err != nil {
+		abort()
+		return
+	}
+	r := &rawReader{}
+	readFn := r.read // one closure per direction, not per read
+	lr := &io.LimitedReader{R: src}
+	var deadline int64 // Unix ns of the read deadline set on src; 0: to set
+	bulk := false
 	for !st.stop.Load() {
-		_ = src.SetReadDeadline(time.Now().Add(tick))
-		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: copyChunk})
 		now := time.Now().UnixNano()
+		if deadline-now < int64(tick/2) {
+			deadline = now + int64(tick)
+			_ = src.SetReadDeadline(time.Unix(0, deadline))
+		}
+		var n int64
+		var eof bool
+		if bulk {
+			lr.N = copyChunk
+			n, err = dst.ReadFrom(lr)
+			eof = err == nil && n < copyChunk
+			bulk = err == nil && n == copyChunk
+		} else {
+			r.n, r.err = 0, nil
+			if err = rc.Read(readFn); err == nil {
+				err = r.err
+			}
+			n = int64(r.n)
+			eof = err == nil && n == 0
+			if n > 0 {
+				_, werr := dst.Write(r.buf[:n])
+				copyBufs.Put(r.buf)
+				r.buf = nil
+				if werr != nil {
+					abort()
+					return
+				}
+				bulk = n == copyBufSize
+			}
+		}
 		if n > 0 {
+			now = time.Now().UnixNano()
 			st.last.Store(now)
 			st.suspect.Store(false)
 		}
 		switch {
-		case err == nil && n == copyChunk:
-			continue
-		case err == nil: // EOF: pass the half-close on
+		case eof: // pass the half-close on
 			_ = dst.CloseWrite()
 			st.eof.Add(1)
 			return
+		case err == nil:
+			continue
 		case !errors.Is(err, os.ErrDeadlineExceeded):
 			abort() // reset, or the other side is gone
 			return
 		}
+		deadline = 0 // expired (or expired by the other direction): set it again
 		if st.stop.Load() {
 			return
 		}
@@ -191,5 +255,43 @@ func copyHalf(dst, src *net.TCPConn, st *pipeState, idle time.Duration) {
 		}
 		st.suspect.Store(true)
 		_ = dst.SetReadDeadline(past) // the other direction reads dst
+	}
+}
+
+// rawReader reads a socket that has bytes into a pooled buffer, inside
+// syscall.RawConn.Read, so that a direction waiting for bytes holds no
+// buffer.
+type rawReader struct {
+	buf *[copyBufSize]byte // held from a successful read until written
+	n   int
+	err error
+}
+
+// read is the RawConn.Read callback: it reports false to wait for the
+// socket to become readable.
+func (r *rawReader) read(fd uintptr) bool {
+	if r.buf == nil {
+		r.buf = copyBufs.Get().(*[copyBufSize]byte)
+	}
+	for {
+		n, err := syscall.Read(int(fd), r.buf[:])
+		switch err {
+		case nil:
+			if r.n = n; n == 0 { // EOF
+				copyBufs.Put(r.buf)
+				r.buf = nil
+			}
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			copyBufs.Put(r.buf)
+			r.buf = nil
+			return false
+		}
+		copyBufs.Put(r.buf)
+		r.buf = nil
+		r.err = os.NewSyscallError("read", err)
+		return true
 	}
 }
