@@ -180,8 +180,9 @@ func TestProberLifecycle(t *testing.T) {
 	waitFor("unhealthy", func(r probeResult) bool { return r.Passed && !r.Healthy })
 	ok.Store(true)
 	waitFor("healthy again", func(r probeResult) bool { return r.Healthy })
-	if n := changes.Load(); n < 3 {
-		t.Fatalf("onChange called %d times, want at least 3", n)
+	// The result is stored before onChange runs: wait for the call.
+	if !pollUntil(5*time.Second, func() bool { return changes.Load() >= 3 }) {
+		t.Fatalf("onChange called %d times, want at least 3", changes.Load())
 	}
 
 	// A changed target restarts the probe; a removed one stops it.
