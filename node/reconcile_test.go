@@ -449,6 +449,12 @@ func TestReconcileSafetyProperties(t *testing.T) {
 				slots[k] = slotState{MovedAt: t0.Add(-handoffSettle)}
 			}
 		}
+		// Some handed-off copies are still needed for their service's
+		// spread (moved at most handoffSettle ago, well within spreadHold).
+		narrows := map[slotKey]bool{}
+		for k := range w.handoff {
+			narrows[k] = rapid.Bool().Draw(t, "narrows-"+k.String())
+		}
 		covered := map[slotKey]bool{}
 		settledOwn := map[slotKey]bool{}
 		for _, d := range w.desired {
@@ -459,7 +465,7 @@ func TestReconcileSafetyProperties(t *testing.T) {
 			}
 		}
 		in := reconcileInput{Now: t0, Desired: w.desired, Replicas: w.replicas, Actual: w.actual,
-			Healthy: healthy, Handoff: w.handoff, Covered: covered, Busy: busy, Slots: slots}
+			Healthy: healthy, Handoff: w.handoff, Narrows: narrows, Covered: covered, Busy: busy, Slots: slots}
 		out := reconcile(in)
 		if again := reconcile(in); !reflect.DeepEqual(out, again) {
 			t.Fatalf("not deterministic")
@@ -531,6 +537,8 @@ func TestReconcileSafetyProperties(t *testing.T) {
 						t.Fatalf("stopped %s before the new owner was healthy", c.ID)
 					} else if moved && !settledMove[a.Slot] {
 						t.Fatalf("stopped %s before the owner settled", c.ID)
+					} else if moved && narrows[a.Slot] {
+						t.Fatalf("stopped %s while its service needs it for its spread", c.ID)
 					}
 				}
 			}
