@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -293,4 +295,134 @@ func TestHTTPResponseFraming(t *testing.T) {
 	if n := conns.Load() - before; n > 1 {
 		t.Errorf("three pipelined requests took %d new endpoint connections, want at most 1", n)
 	}
+}
+
+// Request IDs the fast path makes are distinct across requests and
+// connections, reach the endpoint, and come back to the client; an ID
+// the client sent is kept.
+func TestHTTPRequestIDs(t *testing.T) {
+	be := rawBackend(t, func(r *http.Request) (string, bool) {
+		id := r.Header.Get(HeaderRequestID)
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(id), id), false
+	})
+	b, ip := newBalancer(t, 9124, Config{})
+	b.Update([]Route{httpRoute("ids", 9124, "", be.addr)})
+	addr := netip.AddrPortFrom(ip, 9124).String()
+	seen := make(map[string]bool)
+	for conn := range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		for i := range 25 {
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			id := resp.Header.Get(HeaderRequestID)
+			if len(id) != 32 || string(body) != id {
+				t.Fatalf("connection %d request %d: ID %q to the client, %q to the endpoint", conn, i, id, body)
+			}
+			if seen[id] {
+				t.Fatalf("connection %d request %d: ID %s repeated", conn, i, id)
+			}
+			seen[id] = true
+		}
+		c.Close()
+	}
+	resp, body := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: mine\r\n\r\n", http.MethodGet)
+	if body != "mine" || resp.Header.Get(HeaderRequestID) != "mine" {
+		t.Fatalf("client's ID: endpoint got %q, client %q", body, resp.Header.Get(HeaderRequestID))
+	}
+}
+
+// A pooled connection that the endpoint half-closed while it was idle,
+// and then reads without ever answering on, is given up and the request
+// goes again on a new connection. (A guard for any attempt to skip the
+// read that finds nothing yet after a request is written: waiting for the
+// poller instead would miss this close, whose event came before.)
+func TestHTTPPooledConnectionHalfClosedWhileIdle(t *testing.T) {
+	var conns atomic.Int64
+	halfClosed := make(chan struct{})
+	be := newTCPBackend(t, func(c net.Conn) {
+		first := conns.Add(1) == 1
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+			if first {
+				_ = c.(*net.TCPConn).CloseWrite()
+				close(halfClosed)
+				_, _ = io.Copy(io.Discard, c) // reads on, answers nothing
+				return
+			}
+		}
+	})
+	b, ip := newBalancer(t, 9125, Config{})
+	b.Update([]Route{httpRoute("half", 9125, "", be.addr)})
+	addr := netip.AddrPortFrom(ip, 9125).String()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	get := func(i int) {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	get(1)
+	<-halfClosed
+	// Let the endpoint's FIN arrive before the next request takes the
+	// pooled connection: poll until the balancer's side has seen it.
+	deadline := time.Now().Add(5 * time.Second)
+	for !finReceived(t, be) && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	get(2)
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d endpoint connections, want 2 (the half-closed one given up)", n)
+	}
+}
+
+// finReceived reports whether a connection to be has received its FIN
+// and waits for its own close (TCP state CLOSE_WAIT in /proc/net/tcp).
+func finReceived(t *testing.T, be *tcpBackend) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	ip := be.addr.Addr().As4()
+	want := fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], be.addr.Port())
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[2] == want && f[3] == "08" {
+			return true
+		}
+	}
+	return false
 }
