@@ -198,37 +198,50 @@ func parseRequestHead(head []byte, h *reqHead) headVerdict {
 }
 
 // hopByHop reports whether a request header is not forwarded as
-// received: hop-by-hop headers (RFC 9110 section 7.6.1, and those
-// ReverseProxy removes) and the forwarding headers that the balancer
-// rebuilds.
+// received: a hop-by-hop header (hopByHopHeader), Trailer, or one of the
+// forwarding headers that the balancer rebuilds.
 func (h *reqHead) hopByHop(name []byte) bool {
+	if hopByHopHeader(name, h.connTokens) {
+		return true
+	}
+	switch len(name) {
+	case 7:
+		return asciiEqualFold(name, "Trailer")
+	case 9:
+		return asciiEqualFold(name, HeaderForwarded)
+	case 15:
+		return asciiEqualFold(name, "X-Forwarded-For")
+	case 16:
+		return asciiEqualFold(name, "X-Forwarded-Host")
+	case 17:
+		return asciiEqualFold(name, "X-Forwarded-Proto")
+	}
+	return false
+}
+
+// hopByHopHeader reports whether a header is hop-by-hop: one of RFC 9110
+// section 7.6.1 (and those ReverseProxy removes), or one the message's
+// Connection header names (connTokens).
+func hopByHopHeader(name []byte, connTokens [][]byte) bool {
 	switch len(name) {
 	case 2:
 		if asciiEqualFold(name, "TE") {
 			return true
 		}
 	case 7:
-		if asciiEqualFold(name, "Upgrade") || asciiEqualFold(name, "Trailer") {
-			return true
-		}
-	case 9:
-		if asciiEqualFold(name, "Forwarded") {
+		if asciiEqualFold(name, "Upgrade") {
 			return true
 		}
 	case 10:
 		if asciiEqualFold(name, "Connection") || asciiEqualFold(name, "Keep-Alive") {
 			return true
 		}
-	case 15:
-		if asciiEqualFold(name, "X-Forwarded-For") {
-			return true
-		}
 	case 16:
-		if asciiEqualFold(name, "Proxy-Connection") || asciiEqualFold(name, "X-Forwarded-Host") {
+		if asciiEqualFold(name, "Proxy-Connection") {
 			return true
 		}
 	case 17:
-		if asciiEqualFold(name, "Transfer-Encoding") || asciiEqualFold(name, "X-Forwarded-Proto") {
+		if asciiEqualFold(name, "Transfer-Encoding") {
 			return true
 		}
 	case 18:
@@ -240,7 +253,7 @@ func (h *reqHead) hopByHop(name []byte) bool {
 			return true
 		}
 	}
-	for _, tok := range h.connTokens {
+	for _, tok := range connTokens {
 		if bytes.EqualFold(name, tok) {
 			return true
 		}
@@ -336,6 +349,12 @@ func parseResponseHead(head []byte, h *respHead) error {
 	if te && h.contentLength >= 0 {
 		return errBadResponse
 	}
+	if te && (version[5] < '1' || version[5] == '1' && version[7] < '1') {
+		// RFC 9112 section 6.1: an HTTP/1.0 (or older) message with
+		// Transfer-Encoding has faulty framing. net/http ignores the
+		// header and reads until close; refusing is safer.
+		return errBadResponse
+	}
 	if string(version) != "HTTP/1.1" && !keepAlive {
 		h.close = true
 	}
@@ -343,46 +362,10 @@ func parseResponseHead(head []byte, h *respHead) error {
 }
 
 // hopByHop reports whether a response header is not passed on as
-// received. Transfer-Encoding and Trailer are: the fast path frames the
-// body itself (and passes a chunked body, trailers included, verbatim).
-func (h *respHead) hopByHop(name []byte) bool {
-	switch len(name) {
-	case 2:
-		if asciiEqualFold(name, "TE") {
-			return true
-		}
-	case 7:
-		if asciiEqualFold(name, "Upgrade") {
-			return true
-		}
-	case 10:
-		if asciiEqualFold(name, "Connection") || asciiEqualFold(name, "Keep-Alive") {
-			return true
-		}
-	case 16:
-		if asciiEqualFold(name, "Proxy-Connection") {
-			return true
-		}
-	case 17:
-		if asciiEqualFold(name, "Transfer-Encoding") {
-			return true
-		}
-	case 18:
-		if asciiEqualFold(name, "Proxy-Authenticate") {
-			return true
-		}
-	case 19:
-		if asciiEqualFold(name, "Proxy-Authorization") {
-			return true
-		}
-	}
-	for _, tok := range h.connTokens {
-		if bytes.EqualFold(name, tok) {
-			return true
-		}
-	}
-	return false
-}
+// received (hopByHopHeader). Transfer-Encoding is among them: the fast
+// path frames the body itself (and passes a chunked body, trailers
+// included, verbatim, with its Trailer header).
+func (h *respHead) hopByHop(name []byte) bool { return hopByHopHeader(name, h.connTokens) }
 
 // bodyless reports whether a response to method with status has no body
 // whatever its headers say (RFC 9112 section 6.3).

@@ -256,46 +256,20 @@ func (h *httpConn) forward() bool {
 			if h.werr != nil || errors.Is(err, net.ErrClosed) {
 				return false // the client is gone, or the listener closing
 			}
-			kind := classify(err)
-			if ep.fail(kind, time.Now()) {
-				l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", kind.String())
-			}
 			tried = append(tried, ep)
 			lastErr = err
-			if isDialError(err) {
-				continue // nothing was sent: always safe
-			}
-			if !idempotent || !l.budget.take() {
+			if !l.attemptFailed(ep, err, idempotent) {
 				break
 			}
 			continue
 		}
-		d := time.Since(start)
-		ep.observe(d)
-		ep.m.latency.Observe(d.Seconds())
-		ep.m.code(h.resp.status).Inc()
-		if h.resp.status >= 500 {
-			if ep.fail(failServer, time.Now()) {
-				l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", "5xx")
-			}
-		} else {
-			ep.succeed()
-		}
+		l.answered(ep, time.Since(start), h.resp.status)
 		keep := h.relay(ep, bc)
 		ep.active.Add(-1)
 		ep.m.active.Dec()
 		return keep
 	}
-	code := http.StatusBadGateway
-	switch {
-	case errors.Is(lastErr, errNoEndpoint):
-		code = http.StatusServiceUnavailable
-	case isTimeout(lastErr):
-		code = http.StatusGatewayTimeout
-	}
-	l.rm.failed.Inc()
-	l.b.log.Debug("lb request failed", "service", l.service, "port", l.port, "err", lastErr)
-	return h.writeError(code, http.StatusText(code)+": "+l.service+": "+lastErr.Error())
+	return h.writeError(l.requestFailed(lastErr))
 }
 
 // isIdempotentMethod follows RFC 9110 section 9.2.2, as isIdempotent.

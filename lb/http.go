@@ -172,6 +172,13 @@ func (l *listener) proxyError(w http.ResponseWriter, r *http.Request, err error)
 	if r.Context().Err() != nil {
 		return // the client went away
 	}
+	code, msg := l.requestFailed(err)
+	http.Error(w, msg, code)
+}
+
+// requestFailed counts and logs a request that no endpoint served, and
+// returns the status and message to answer it with.
+func (l *listener) requestFailed(err error) (int, string) {
 	code := http.StatusBadGateway
 	switch {
 	case errors.Is(err, errNoEndpoint):
@@ -181,7 +188,7 @@ func (l *listener) proxyError(w http.ResponseWriter, r *http.Request, err error)
 	}
 	l.rm.failed.Inc()
 	l.b.log.Debug("lb request failed", "service", l.service, "port", l.port, "err", err)
-	http.Error(w, http.StatusText(code)+": "+l.service+": "+err.Error(), code)
+	return code, http.StatusText(code) + ": " + l.service + ": " + err.Error()
 }
 
 // roundTripper picks an endpoint per attempt and retries: connect
@@ -233,31 +240,14 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Context().Err() != nil {
 				return nil, err
 			}
-			kind := classify(err)
-			if ep.fail(kind, time.Now()) {
-				l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", kind.String())
-			}
 			tried = append(tried, ep)
 			lastErr = err
-			if isDialError(err) {
-				continue // nothing was sent: always safe
-			}
-			if !idempotent || !l.budget.take() {
+			if !l.attemptFailed(ep, err, idempotent) {
 				break
 			}
 			continue
 		}
-		d := time.Since(start)
-		ep.observe(d)
-		ep.m.latency.Observe(d.Seconds())
-		ep.m.code(resp.StatusCode).Inc()
-		if resp.StatusCode >= 500 {
-			if ep.fail(failServer, time.Now()) {
-				l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", "5xx")
-			}
-		} else {
-			ep.succeed()
-		}
+		l.answered(ep, time.Since(start), resp.StatusCode)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// The body is the upgraded connection, which ReverseProxy
 			// needs as an io.ReadWriteCloser: leave it alone.
@@ -319,3 +309,33 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 
 func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
+// attemptFailed records a failed attempt of a request on ep (and an
+// ejection it causes) and reports whether the request may go to another
+// endpoint: always after a failed connect, since nothing was sent, and
+// otherwise only an idempotent request, within the retry budget.
+func (l *listener) attemptFailed(ep *endpoint, err error, idempotent bool) bool {
+	kind := classify(err)
+	if ep.fail(kind, time.Now()) {
+		l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", kind.String())
+	}
+	if isDialError(err) {
+		return true
+	}
+	return idempotent && l.budget.take()
+}
+
+// answered records an endpoint's answer to a request after d: its
+// latency and status, and a 5xx as a failure of the endpoint.
+func (l *listener) answered(ep *endpoint, d time.Duration, status int) {
+	ep.observe(d)
+	ep.m.latency.Observe(d.Seconds())
+	ep.m.code(status).Inc()
+	if status < 500 {
+		ep.succeed()
+		return
+	}
+	if ep.fail(failServer, time.Now()) {
+		l.b.log.Info("lb endpoint ejected", "service", l.service, "port", l.port, "endpoint", ep.key, "reason", "5xx")
+	}
+}
