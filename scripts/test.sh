@@ -22,7 +22,14 @@ echo "== go vet" >&2
 go vet ./...
 
 echo "== go test -race" >&2
-if [ $# -eq 0 ]; then
-	set -- ./...
+if [ $# -gt 0 ]; then
+	exec go test -race -count=1 -timeout 20m "$@"
 fi
-go test -race -count=1 -timeout 20m "$@"
+# The chaos suite (cmd/shoal TestChaos) times what it checks (a killed
+# node's replicas serving again within 3 s, a healed partition converged
+# within 10 s) on a 5-host cluster: it runs on its own, after the other
+# packages, not on cores that their -race tests saturate (next to them, a
+# kill's detection took up to 2.4-3.7 s instead of 0.3-0.8 s).
+go test -race -count=1 -timeout 20m -skip '^TestChaos$' ./...
+echo "== go test -race -run TestChaos ./cmd/shoal (alone)" >&2
+go test -race -count=1 -timeout 20m -run '^TestChaos$' ./cmd/shoal
