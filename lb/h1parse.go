@@ -67,6 +67,27 @@ func readHead(br *bufio.Reader, dst []byte) ([]byte, error) {
 // hfield is one header field: slices of a head.
 type hfield struct{ name, value []byte }
 
+// parseField parses a header line (without its CRLF): a token name, a
+// colon and a value without its surrounding whitespace. It refuses
+// obs-fold (RFC 9112 section 5.2), a line without a colon or with an
+// invalid name, and control characters in the value.
+func parseField(line []byte) (hfield, bool) {
+	if line[0] == ' ' || line[0] == '\t' {
+		return hfield{}, false
+	}
+	name, value, ok := bytes.Cut(line, []byte{':'})
+	if !ok || !isToken(name) {
+		return hfield{}, false
+	}
+	value = trimOWS(value)
+	for _, c := range value {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return hfield{}, false
+		}
+	}
+	return hfield{name, value}, true
+}
+
 // Flags of the headers the fast path looks at.
 const (
 	hopConnection = 1 << iota // Connection, Keep-Alive, Proxy-Connection, TE...: not forwarded
@@ -81,7 +102,8 @@ type reqHead struct {
 	contentLength  int64 // -1 when absent
 	close          bool  // Connection: close
 	teTrailers     bool  // TE: trailers
-	requestID      bool  // has an X-Request-Id
+	requestID      bool  // has an X-Request-Id, and the first one is not empty
+	requestIDSeen  bool
 	idempotencyKey bool
 	connTokens     [][]byte // headers named in Connection, not forwarded
 }
@@ -126,20 +148,12 @@ func parseRequestHead(head []byte, h *reqHead) headVerdict {
 	hosts := 0
 	for len(rest) > 2 {
 		line, rest = cutLine(rest)
-		if line[0] == ' ' || line[0] == '\t' {
-			return headBad // obs-fold (RFC 9112 section 5.2)
-		}
-		name, value, ok := bytes.Cut(line, []byte{':'})
-		if !ok || !isToken(name) {
+		f, ok := parseField(line)
+		if !ok {
 			return headBad
 		}
-		value = trimOWS(value)
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return headBad
-			}
-		}
-		h.fields = append(h.fields, hfield{name, value})
+		h.fields = append(h.fields, f)
+		name, value := f.name, f.value
 		switch {
 		case asciiEqualFold(name, "Host"):
 			hosts++
@@ -176,8 +190,8 @@ func parseRequestHead(head []byte, h *reqHead) headVerdict {
 					h.teTrailers = true
 				}
 			}
-		case asciiEqualFold(name, HeaderRequestID):
-			h.requestID = true
+		case asciiEqualFold(name, HeaderRequestID) && !h.requestIDSeen:
+			h.requestIDSeen, h.requestID = true, len(value) > 0
 		case asciiEqualFold(name, "Idempotency-Key"), asciiEqualFold(name, "X-Idempotency-Key"):
 			h.idempotencyKey = true
 		}
@@ -198,10 +212,11 @@ func parseRequestHead(head []byte, h *reqHead) headVerdict {
 }
 
 // hopByHop reports whether a request header is not forwarded as
-// received: a hop-by-hop header (hopByHopHeader), Trailer, or one of the
-// forwarding headers that the balancer rebuilds.
+// received: a hop-by-hop header (hopByHopHeader), Trailer, one of the
+// forwarding headers that the balancer rebuilds, or an X-Request-Id it
+// replaces (dropsRequestID).
 func (h *reqHead) hopByHop(name []byte) bool {
-	if hopByHopHeader(name, h.connTokens) {
+	if hopByHopHeader(name, h.connTokens) || dropsRequestID(name, h.requestID) {
 		return true
 	}
 	switch len(name) {
@@ -268,7 +283,8 @@ type respHead struct {
 	contentLength int64 // -1 when absent
 	chunked       bool
 	close         bool // Connection: close, or HTTP/1.0 without keep-alive
-	requestID     bool
+	requestID     bool // as reqHead.requestID
+	requestIDSeen bool
 	connTokens    [][]byte
 }
 
@@ -305,20 +321,12 @@ func parseResponseHead(head []byte, h *respHead) error {
 	var te bool
 	for len(rest) > 2 {
 		line, rest = cutLine(rest)
-		if line[0] == ' ' || line[0] == '\t' {
+		f, ok := parseField(line)
+		if !ok {
 			return errBadResponse
 		}
-		name, value, ok := bytes.Cut(line, []byte{':'})
-		if !ok || !isToken(name) {
-			return errBadResponse
-		}
-		value = trimOWS(value)
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return errBadResponse
-			}
-		}
-		h.fields = append(h.fields, hfield{name, value})
+		h.fields = append(h.fields, f)
+		name, value := f.name, f.value
 		switch {
 		case asciiEqualFold(name, "Content-Length"):
 			n, ok := parseContentLength(value)
@@ -342,8 +350,8 @@ func parseResponseHead(head []byte, h *respHead) error {
 					h.connTokens = append(h.connTokens, tok)
 				}
 			}
-		case asciiEqualFold(name, HeaderRequestID):
-			h.requestID = true
+		case asciiEqualFold(name, HeaderRequestID) && !h.requestIDSeen:
+			h.requestIDSeen, h.requestID = true, len(value) > 0
 		}
 	}
 	if te && h.contentLength >= 0 {
@@ -362,10 +370,19 @@ func parseResponseHead(head []byte, h *respHead) error {
 }
 
 // hopByHop reports whether a response header is not passed on as
-// received (hopByHopHeader). Transfer-Encoding is among them: the fast
+// received (hopByHopHeader, dropsRequestID). Transfer-Encoding is among them: the fast
 // path frames the body itself (and passes a chunked body, trailers
 // included, verbatim, with its Trailer header).
-func (h *respHead) hopByHop(name []byte) bool { return hopByHopHeader(name, h.connTokens) }
+func (h *respHead) hopByHop(name []byte) bool {
+	return hopByHopHeader(name, h.connTokens) || dropsRequestID(name, h.requestID)
+}
+
+// dropsRequestID reports whether header name is an X-Request-Id that the
+// balancer replaces with its own: the message's first one is empty (as
+// the net/http path, which sets the header when Header.Get finds none).
+func dropsRequestID(name []byte, hasID bool) bool {
+	return !hasID && len(name) == len(HeaderRequestID) && asciiEqualFold(name, HeaderRequestID)
+}
 
 // bodyless reports whether a response to method with status has no body
 // whatever its headers say (RFC 9112 section 6.3).

@@ -340,6 +340,12 @@ func TestHTTPRequestIDs(t *testing.T) {
 	if body != "mine" || resp.Header.Get(HeaderRequestID) != "mine" {
 		t.Fatalf("client's ID: endpoint got %q, client %q", body, resp.Header.Get(HeaderRequestID))
 	}
+	// An empty one is replaced, as the net/http path does (fuzzing found
+	// the fast path forwarding it empty).
+	resp, body = rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: \r\n\r\n", http.MethodGet)
+	if len(body) != 32 || resp.Header.Get(HeaderRequestID) != body || len(resp.Header.Values(HeaderRequestID)) != 1 {
+		t.Fatalf("empty client ID: endpoint got %q, client %q", body, resp.Header.Values(HeaderRequestID))
+	}
 }
 
 // A pooled connection that the endpoint half-closed while it was idle,
