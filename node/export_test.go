@@ -69,3 +69,12 @@ func (a *Agent) PlainImageRequests() uint64 {
 	}
 	return p.plain.Stats().Served
 }
+
+// ActionsDone is how many reconcile actions have ended; Passes how many
+// reconcile passes have run.
+func (a *Agent) ActionsDone() uint64 {
+	a.replicas.mu.Lock()
+	defer a.replicas.mu.Unlock()
+	return a.replicas.done
+}
+func (a *Agent) Passes() int64 { return a.replicas.passes.Load() }

@@ -105,6 +105,11 @@ func (k slotKey) String() string { return k.Service + "/" + strconv.Itoa(k.Slot)
 // unlabeled is the slot key of containers without usable Shoal labels.
 var unlabeled = slotKey{Slot: -1}
 
+// compareSlots orders slots by service, then index.
+func compareSlots(a, b slotKey) int {
+	return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Slot, b.Slot))
+}
+
 func keyOf(r runtime.Replica) slotKey {
 	if spec.ValidName(r.Service) != nil || r.Slot < 0 || r.Version == "" {
 		return unlabeled
@@ -310,9 +315,7 @@ func reconcile(in reconcileInput) reconcileOutput {
 			keys = append(keys, k)
 		}
 	}
-	slices.SortFunc(keys, func(a, b slotKey) int {
-		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Slot, b.Slot))
-	})
+	slices.SortFunc(keys, compareSlots)
 
 	for _, k := range keys {
 		st := in.Slots[k]

@@ -835,3 +835,47 @@ func TestHandoffsKeepSpread(t *testing.T) {
 		t.Errorf("not needed: %v, want %v", got, want)
 	}
 }
+
+// The standby prepares a hand-off to this node once the slot has had
+// this owner for handoffPrepareAfter, unless it is host-network, busy,
+// here already or prepared, and no more than the free prepare slots.
+func TestHandoffPrepares(t *testing.T) {
+	now := time.Unix(1000, 0)
+	rs := func(svc string, slot int, network string) runtime.ReplicaSpec {
+		return runtime.ReplicaSpec{ID: fmt.Sprintf("%s-%d-v1", svc, slot), Service: svc, Slot: slot, Version: "v1", Network: network}
+	}
+	in := map[slotKey]runtime.ReplicaSpec{
+		{"api", 0}: rs("api", 0, "bridge"), // ready
+		{"api", 1}: rs("api", 1, "bridge"), // owned too recently
+		{"web", 0}: rs("web", 0, "host"),   // host network
+		{"web", 1}: rs("web", 1, "bridge"), // busy
+		{"web", 2}: rs("web", 2, "bridge"), // a container here
+		{"web", 3}: rs("web", 3, "bridge"), // prepared already
+		{"web", 4}: rs("web", 4, "bridge"), // ready
+		{"web", 5}: rs("web", 5, "bridge"), // no memory of the slot yet
+	}
+	long := slotState{OwnedAt: now.Add(-handoffPrepareAfter)}
+	slots := map[slotKey]slotState{
+		{"api", 0}: long, {"api", 1}: {OwnedAt: now.Add(-handoffPrepareAfter + time.Millisecond)},
+		{"web", 0}: long, {"web", 1}: long, {"web", 2}: long, {"web", 3}: long, {"web", 4}: long,
+	}
+	busy := map[slotKey]int{{"web", 1}: 1}
+	local := map[slotKey]bool{{"web", 2}: true}
+	prepared := map[string]runtime.Replica{"web-3-v1": {ID: "web-3-v1", Service: "web", Slot: 3, Version: "v1", State: runtime.StatePrepared}}
+	ids := func(l []runtime.ReplicaSpec) []string {
+		var out []string
+		for _, r := range l {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	if got, want := ids(handoffPrepares(in, slots, busy, local, prepared, now, 4)), []string{"api-0-v1", "web-4-v1"}; !slices.Equal(got, want) {
+		t.Errorf("prepares %v, want %v", got, want)
+	}
+	if got, want := ids(handoffPrepares(in, slots, busy, local, prepared, now, 1)), []string{"api-0-v1"}; !slices.Equal(got, want) {
+		t.Errorf("with one free prepare slot: %v, want %v", got, want)
+	}
+	if got := handoffPrepares(in, slots, busy, local, prepared, now, 0); len(got) != 0 {
+		t.Errorf("with no free prepare slot: %v", ids(got))
+	}
+}

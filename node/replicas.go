@@ -95,8 +95,23 @@ type replicaSet struct {
 	prepared map[string]runtime.Replica
 	local    map[slotKey]bool
 	lastErr  map[slotKey]string
-	streams  sync.WaitGroup // logs streams; Add only while !closed
-	closed   bool
+	// handoffsIn are those hand-offs to this node (the last pass's), as
+	// the replicas to start: the standby prepares them (handoffPrepares).
+	handoffsIn map[slotKey]runtime.ReplicaSpec
+	// stopping are the containers with a stop under way, by ID: the
+	// status reports them as "stopping", not healthy, from the pass that
+	// decided the stop until a pass lists the containers after it ended
+	// (the value: 0 while under way, then done when it ended).
+	stopping map[string]uint64
+	// done counts the actions that have ended; doneAt maps a slot to
+	// the count when its last action ended. A pass skips the slots whose
+	// action ended while it listed the containers: its list may predate
+	// the action's effect, and acting on it started a container that
+	// already ran ("already exists") or stopped one twice.
+	done    uint64
+	doneAt  map[slotKey]uint64
+	streams sync.WaitGroup // logs streams; Add only while !closed
+	closed  bool
 }
 
 func newReplicaSet(self string) *replicaSet {
@@ -109,6 +124,8 @@ func newReplicaSet(self string) *replicaSet {
 		lastErr:  make(map[slotKey]string),
 		prepared: make(map[string]runtime.Replica),
 		local:    make(map[slotKey]bool),
+		stopping: make(map[string]uint64),
+		doneAt:   make(map[slotKey]uint64),
 	}
 }
 
@@ -272,6 +289,10 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		return time.Time{} // not ready: keep everything as it is
 	}
 	defer r.passes.Add(1)
+	t0 := time.Now()
+	r.mu.Lock()
+	listedAt := r.done
+	r.mu.Unlock()
 	lctx, cancel := context.WithTimeout(ctx, listTimeout)
 	listed, err := drv.List(lctx)
 	cancel()
@@ -330,9 +351,16 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		}
 	}
 
+	listTook := time.Since(t0)
 	res := a.Placement()
 	ho := handoffs(a.cfg.Name, actual, healthy, owned, counts, res.Owner, a.ReplicaStatus)
 	r.incoming.Store(len(ho.covered) > 0)
+	handoffsIn := make(map[slotKey]runtime.ReplicaSpec, len(ho.covered))
+	for _, d := range desired {
+		if k := (slotKey{d.Service, d.Slot}); ho.covered[k] {
+			handoffsIn[k] = d
+		}
+	}
 	waiting := false
 	for k, done := range ho.handoff {
 		waiting = waiting || !done || ho.narrows[k]
@@ -345,11 +373,24 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	for k := range r.busy {
 		busy[k] = true
 	}
+	for k, at := range r.doneAt {
+		if at > listedAt {
+			busy[k] = true // ended during the list: the next pass sees it
+		} else {
+			delete(r.doneAt, k)
+		}
+	}
+	for id, at := range r.stopping {
+		if at != 0 && at <= listedAt {
+			delete(r.stopping, id) // the list is newer than the stop
+		}
+	}
 	out := reconcile(reconcileInput{
 		Now: now, Desired: desired, Replicas: counts, Actual: actual,
 		Healthy: healthy, Handoff: ho.handoff, Narrows: ho.narrows, Covered: ho.covered, Busy: busy, Slots: r.slots,
 	})
 	r.slots = out.Slots
+	r.handoffsIn = handoffsIn
 	for k := range r.lastErr {
 		if _, ok := out.Slots[k]; !ok {
 			delete(r.lastErr, k)
@@ -357,11 +398,15 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	}
 	for _, act := range out.Actions {
 		r.busy[act.Slot]++
+		if act.Kind == actStop {
+			r.stopping[act.ID] = 0
+		}
 	}
 	r.inFlight.Add(int64(len(out.Actions)))
 	r.mu.Unlock()
 
 	for _, act := range out.Actions {
+		a.log.Debug("replica "+act.Kind.String()+" begins", "slot", act.Slot.String(), "container", act.ID+act.Spec.ID, "reason", act.Reason)
 		r.actions.Add(1)
 		go func() {
 			defer r.actions.Done()
@@ -377,6 +422,8 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	r.metrics.running.Set(float64(running))
 	r.probes.sync(ctx, probeTargets(actual, specs, a.cfg.AdvertiseAddr))
 	r.status.setLocal(a.localStatus(desired, actual, specs, healthy), now)
+	a.log.Debug("reconcile pass", "took", time.Since(t0).Round(time.Microsecond), "list", listTook.Round(time.Microsecond),
+		"actions", len(out.Actions), "busy", len(busy), "wake", out.Wake.Format("15:04:05.000"))
 	return out.Wake
 }
 
@@ -498,6 +545,11 @@ func (a *Agent) runAction(ctx context.Context, act action) {
 	if r.busy[act.Slot]--; r.busy[act.Slot] <= 0 {
 		delete(r.busy, act.Slot)
 	}
+	r.done++
+	r.doneAt[act.Slot] = r.done
+	if _, ok := r.stopping[act.ID]; ok && act.Kind == actStop {
+		r.stopping[act.ID] = r.done
+	}
 	r.inFlight.Add(-1)
 	switch {
 	case err != nil && ctx.Err() == nil:
@@ -615,8 +667,13 @@ func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Repl
 			rep.Endpoint = endpointOf(s, c, a.cfg.AdvertiseAddr)
 			rep.Endpoints = endpointsOf(s, c, a.cfg.AdvertiseAddr)
 		}
-		switch c.State {
-		case runtime.StateRunning:
+		_, stopping := r.stopping[c.ID]
+		switch {
+		case stopping:
+			// Being stopped: no longer served, whatever its task's state
+			// (SIGTERM sent, or exited and being removed).
+			rep.State = "stopping"
+		case c.State == runtime.StateRunning:
 			rep.Healthy = healthy[c.ID]
 			rep.State = "running"
 			if known && s.Health != nil {
@@ -631,7 +688,7 @@ func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Repl
 					rep.LastError = pr.LastErr
 				}
 			}
-		case runtime.StateUnknown:
+		case c.State == runtime.StateUnknown:
 			rep.State = "unknown"
 		default:
 			rep.State = "failed"

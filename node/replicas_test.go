@@ -172,6 +172,133 @@ func TestReplicasFollowPlacement(t *testing.T) {
 	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 0) })
 }
 
+// A replica whose node is stopping it shows as "stopping", not healthy,
+// for as long as the stop takes, and then goes away: it is neither served
+// nor counted meanwhile, whatever its container's state.
+func TestReplicaStoppingState(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 1})
+	ctx := ctxT(t)
+	n := c.Nodes[0]
+	put := func(replicas int) {
+		t.Helper()
+		s := spec.Spec{Name: "web", Image: "demo:1", Replicas: replicas, Ports: []spec.Port{{Published: 8080, Target: 80}}}
+		if _, err := n.Client.PutService(ctx, s, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(2)
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 2) })
+
+	release := make(chan struct{})
+	var held atomic.Int32
+	f := n.Runtime().(*runtime.Fake)
+	f.SetStopHook(func(string) {
+		held.Add(1)
+		<-release
+	})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	defer unblock()
+	put(1)
+	c.Eventually(15*time.Second, func() error {
+		reps, err := n.Client.Replicas(ctx, "web")
+		if err != nil {
+			return err
+		}
+		for _, r := range reps {
+			if r.Slot == 1 {
+				if r.State != "stopping" || r.Healthy {
+					return fmt.Errorf("web/1 is %s (healthy %v), want stopping", r.State, r.Healthy)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("web/1 not in the view: %+v", reps)
+	})
+	if held.Load() != 1 {
+		t.Fatalf("%d stops under way, want 1", held.Load())
+	}
+	if got := running(t, f, "web"); len(got) != 2 {
+		t.Fatalf("%d containers run while the stop is held, want 2 (the stop has not happened)", len(got))
+	}
+	unblock()
+	c.Eventually(15*time.Second, func() error { return checkView(c, "web", 1) })
+	if got := running(t, f, "web"); len(got) != 1 || got[0].Slot != 0 {
+		t.Fatalf("after the stop: %+v, want web/0 only", got)
+	}
+}
+
+// A pass that listed the containers before an action on a slot ended
+// must not act on that slot from its old list: it started the container
+// again ("already exists", a spurious error and backoff). Found in the
+// chaos suite's logs, where a list took seconds under load.
+func TestReplicaPassIgnoresOldList(t *testing.T) {
+	defer node.SetReplicaResync(20 * time.Millisecond)()
+	c := testenv.New(t, testenv.Options{Nodes: 1})
+	ctx := ctxT(t)
+	n := c.Nodes[0]
+	f := n.Runtime().(*runtime.Fake)
+
+	var startCalls atomic.Int32
+	startIn, releaseStart := make(chan struct{}), make(chan struct{})
+	f.SetStartError(func(runtime.ReplicaSpec) error {
+		if startCalls.Add(1) == 1 {
+			close(startIn)
+			<-releaseStart
+		}
+		return nil
+	})
+	var armed atomic.Bool
+	listIn, releaseList := make(chan struct{}), make(chan struct{})
+	f.SetListHook(func() {
+		if armed.CompareAndSwap(true, false) {
+			close(listIn)
+			<-releaseList
+		}
+	})
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 1}
+	if _, err := n.Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	wait := func(ch chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("%s: %v", what, ctx.Err())
+		}
+	}
+	wait(startIn, "the start")
+	armed.Store(true) // the next pass lists while the start is under way
+	wait(listIn, "a list during the start")
+	close(releaseStart)
+	a := n.Agent()
+	c.Eventually(10*time.Second, func() error {
+		if a.ActionsDone() < 1 {
+			return fmt.Errorf("the start has not ended")
+		}
+		return nil
+	})
+	passes := a.Passes()
+	close(releaseList) // the pass goes on with a list without the container
+	c.Eventually(10*time.Second, func() error {
+		if p := a.Passes(); p < passes+3 {
+			return fmt.Errorf("%d passes since, want 3", p-passes)
+		}
+		return nil
+	})
+	if got := startCalls.Load(); got != 1 {
+		t.Errorf("%d starts of web/0, want 1", got)
+	}
+	reps, err := n.Client.Replicas(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 || reps[0].State != "running" || reps[0].LastError != "" {
+		t.Errorf("view %+v, want web/0 running without an error", reps)
+	}
+}
+
 // A followed log stream from another node delivers new lines as they are
 // written, and ends when the client goes away.
 func TestReplicaLogsFollow(t *testing.T) {

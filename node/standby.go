@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +39,11 @@ import (
 // has not started yet, the standby prepares nothing new (when a partition
 // heals every node hands slots over, and stale suspicions travel at the
 // same time).
+//
+// The standby also prepares the hand-offs to this node (handoffPrepares):
+// a slot that another node runs healthy and that moved here, which the
+// pass starts only once the owner has settled. Those are not guesses, so
+// they do not yield; a prepare whose slot moves away again is removed.
 //
 // The suspicion is memberlist's own (a probe and the indirect probes went
 // unanswered), seen by every node through gossip; a member whose agent only
@@ -149,7 +155,14 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	// Nothing new is prepared while the pass has actions under way or
 	// hand-offs to this node pending: they are real work, a prepare is a
 	// guess, and after a heal stale suspicions come and go by the dozen.
-	var toPrepare []runtime.ReplicaSpec
+	// Hand-offs to this node are real work, not a guess: prepared as
+	// soon as the slot has had this owner for handoffPrepareAfter, they
+	// are ready when the pass starts them after handoffSettle.
+	toPrepare := handoffPrepares(r.handoffsIn, r.slots, r.busy, r.local, r.prepared, time.Now(), cap(slots)-len(slots))
+	for _, rs := range toPrepare {
+		r.busy[slotKey{rs.Service, rs.Slot}]++
+	}
+	handoffs := len(toPrepare)
 	busyNode := r.inFlight.Load() > 0 || r.incoming.Load()
 	for k, rs := range st.want {
 		if busyNode {
@@ -191,13 +204,17 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	}
 	r.mu.Unlock()
 
-	for _, rs := range toPrepare {
+	for i, rs := range toPrepare {
+		why := "a suspect's slot"
+		if i < handoffs {
+			why = "a hand-off to this node"
+		}
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			a.prepareReplica(ctx, prep, rs)
+			a.prepareReplica(ctx, prep, rs, why)
 		}()
 	}
 	for _, c := range toDiscard {
@@ -207,6 +224,42 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 			a.discardPrepared(ctx, c)
 		}()
 	}
+}
+
+// handoffPrepareAfter is how long a slot handed to this node must have
+// had it as owner before the standby prepares its replica. The pass starts
+// a hand-off only after handoffSettle (1 s), because the owners can still
+// move for a moment after a heal; preparing earlier moves most of a start's
+// work (snapshot, runc task, network: 2-4 s on a loaded machine, against
+// 0.1-0.6 s to start a prepared one) ahead of that wait. After a heal the
+// owners moved for 70-750 ms in the chaos runs, so a prepare made after 300
+// ms is usually kept; one whose slot moves away is removed like any other
+// prepared replica no one wants.
+const handoffPrepareAfter = 300 * time.Millisecond
+
+// handoffPrepares picks, in slot order, at most max of the hand-offs to
+// this node to prepare now: bridge-network ones (a host-network replica's
+// port is chosen at start) that have had this owner for
+// handoffPrepareAfter, are not busy, and have no container here, prepared
+// or not.
+func handoffPrepares(in map[slotKey]runtime.ReplicaSpec, slots map[slotKey]slotState, busy map[slotKey]int,
+	local map[slotKey]bool, prepared map[string]runtime.Replica, now time.Time, max int) []runtime.ReplicaSpec {
+	var out []runtime.ReplicaSpec
+	for _, k := range slices.SortedFunc(maps.Keys(in), compareSlots) {
+		rs := in[k]
+		owned := slots[k].OwnedAt
+		switch {
+		case len(out) >= max:
+			return out
+		case rs.Network == spec.NetworkHost, owned.IsZero(), now.Sub(owned) < handoffPrepareAfter:
+		case busy[k] > 0 || local[k]:
+		default:
+			if _, ok := prepared[rs.ID]; !ok {
+				out = append(out, rs)
+			}
+		}
+	}
+	return out
 }
 
 // standbyGone lists, sorted, the placed nodes that are no longer alive in
@@ -313,8 +366,8 @@ func (a *Agent) standbyWant(view *placementView, gone []string) map[slotKey]runt
 	return want
 }
 
-// prepareReplica prepares rs and releases its slot's busy mark.
-func (a *Agent) prepareReplica(ctx context.Context, prep runtime.Preparer, rs runtime.ReplicaSpec) {
+// prepareReplica prepares rs (for why) and releases its slot's busy mark.
+func (a *Agent) prepareReplica(ctx context.Context, prep runtime.Preparer, rs runtime.ReplicaSpec, why string) {
 	r := a.replicas
 	k := slotKey{rs.Service, rs.Slot}
 	ictx, cancel := context.WithTimeout(ctx, imageTimeout)
@@ -335,7 +388,7 @@ func (a *Agent) prepareReplica(ctx context.Context, prep runtime.Preparer, rs ru
 	switch {
 	case err == nil:
 		a.standby.prepares.WithLabelValues("prepared").Inc()
-		a.log.Info("replica prepared for a suspect's slot", "slot", k.String(), "container", rs.ID)
+		a.log.Info("replica prepared for "+why, "slot", k.String(), "container", rs.ID)
 	case ctx.Err() == nil: // not the agent stopping
 		a.standby.prepares.WithLabelValues("failed").Inc()
 		a.log.Warn("preparing a replica failed", "slot", k.String(), "container", rs.ID, "err", err)

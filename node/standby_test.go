@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -243,5 +245,44 @@ func testLeftoverPrepared(t *testing.T, standbyOff bool) {
 	}
 	if got := n.Agent().StandbyPrepares("discarded"); got != float64(len(stale)) {
 		t.Errorf("counted %v prepared replicas discarded, want %d", got, len(stale))
+	}
+}
+
+// A slot that moves to another node while its replica runs healthy is a
+// hand-off: the new owner prepares it while it settles, and the pass then
+// starts the prepared container.
+func TestHandoffStartsPreparedReplica(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 2, Configure: func(i int, cfg *node.Config) {
+		cfg.Labels = map[string]string{"n": strconv.Itoa(i)}
+	}})
+	ctx := ctxT(t)
+	put := func(on int) {
+		t.Helper()
+		s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 1, Ports: []spec.Port{{Published: 8080, Target: 80}},
+			Constraints: map[string]string{"n": strconv.Itoa(on)}}
+		if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runsOn := func(i int) error {
+		for j, n := range c.Nodes {
+			if got := running(t, n.Runtime().(*runtime.Fake), "web"); (j == i) != (len(got) == 1) || len(got) > 1 {
+				return fmt.Errorf("%s runs %d replicas of web", n.Name, len(got))
+			}
+		}
+		return checkView(c, "web", 1)
+	}
+	put(0)
+	c.Eventually(15*time.Second, func() error { return runsOn(0) })
+	f := c.Nodes[1].Runtime().(*runtime.Fake)
+	opsBefore := len(f.Ops())
+	put(1)
+	c.Eventually(15*time.Second, func() error { return runsOn(1) })
+	var ops []string
+	for _, op := range f.Ops()[opsBefore:] {
+		ops = append(ops, fmt.Sprintf("%s %s prepared=%v", op.Op, op.ID, op.Prepared))
+	}
+	if len(ops) != 2 || !strings.HasPrefix(ops[0], "prepare web-0-") || !strings.HasPrefix(ops[1], "start web-0-") || !strings.HasSuffix(ops[1], "prepared=true") {
+		t.Errorf("the new owner's runtime saw %q, want a prepare of web/0, then a start of the prepared container", ops)
 	}
 }

@@ -86,7 +86,7 @@ type statusResponse struct {
 }
 
 // replicaStates are the states a status may carry.
-var replicaStates = []string{"pending", "starting", "running", "unhealthy", "failed", "unknown"}
+var replicaStates = []string{"pending", "starting", "running", "unhealthy", "stopping", "failed", "unknown"}
 
 // checkStatusDoc validates a document from a peer.
 func checkStatusDoc(d statusDoc) error {

@@ -21,9 +21,9 @@ import (
 //
 // # Concurrency
 //
-// Safe for concurrent use. The hooks (SetStartError, SetExecResult) are
-// called without the fake's lock held, so they may block to simulate a
-// slow runtime.
+// Safe for concurrent use. The hooks (SetStartError, SetExecResult,
+// SetStopHook, SetListHook) are called without the fake's lock held, so they may block
+// to simulate a slow runtime.
 type Fake struct {
 	mu         sync.Mutex // guards all following fields
 	err        error
@@ -33,6 +33,8 @@ type Fake struct {
 	nextPort   int
 	startErr   func(ReplicaSpec) error
 	execResult func(id string, cmd []string) int
+	stopHook   func(id string)
+	listHook   func()
 	starts     int
 	ops        []FakeOp
 	changed    chan struct{} // buffered 1: a container changed state
@@ -88,6 +90,23 @@ func (f *Fake) SetStartError(fn func(ReplicaSpec) error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.startErr = fn
+}
+
+// SetStopHook makes Stop call fn first, without the fake's lock, so fn
+// may block to hold a stop under way (nil fn: none).
+func (f *Fake) SetStopHook(fn func(id string)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stopHook = fn
+}
+
+// SetListHook makes List call fn after it has taken its copy of the
+// containers, without the fake's lock, so fn may block to make the list
+// that List returns an old one (nil fn: none).
+func (f *Fake) SetListHook(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.listHook = fn
 }
 
 // SetExecResult makes Exec on a running container return fn's exit code
@@ -304,6 +323,12 @@ func (f *Fake) Prepare(ctx context.Context, s ReplicaSpec) (Replica, error) {
 // Stop implements Driver.
 func (f *Fake) Stop(ctx context.Context, id string, timeout time.Duration) error {
 	f.mu.Lock()
+	hook := f.stopHook
+	f.mu.Unlock()
+	if hook != nil {
+		hook(id)
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, ok := f.containers[id]; ok {
 		f.ops = append(f.ops, FakeOp{Op: "stop", ID: id, At: time.Now()})
@@ -320,14 +345,18 @@ func (f *Fake) Stop(ctx context.Context, id string, timeout time.Duration) error
 // List implements Driver.
 func (f *Fake) List(ctx context.Context) ([]Replica, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	out := make([]Replica, 0, len(f.containers))
 	for _, c := range f.containers {
 		r := *c
 		r.HostPorts = maps.Clone(c.HostPorts)
 		out = append(out, r)
 	}
+	hook := f.listHook
+	f.mu.Unlock()
 	slices.SortFunc(out, func(a, b Replica) int { return strings.Compare(a.ID, b.ID) })
+	if hook != nil {
+		hook()
+	}
 	return out, nil
 }
 

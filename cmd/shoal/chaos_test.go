@@ -174,7 +174,8 @@ func chaosService(name string, count, port int, protocol string) spec.Spec {
 func newChaos(t *testing.T) *chaos {
 	bin := shoalBinary(t)
 	ctx := context.Background()
-	s, err := hosts.Up(ctx, hosts.Options{Nodes: chaosHosts, Dir: filepath.Join(t.TempDir(), "dev"), Binary: bin})
+	s, err := hosts.Up(ctx, hosts.Options{Nodes: chaosHosts, Dir: filepath.Join(t.TempDir(), "dev"), Binary: bin,
+		AgentArgs: strings.Fields(os.Getenv("SHOAL_CHAOS_AGENT_ARGS"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,6 +481,13 @@ func (c *chaos) partition(t *testing.T, dur time.Duration, writesA, writesB func
 		}
 		return c.converged(c.up())
 	})
+	var stopsAt time.Duration
+	if err == nil {
+		// The stops of the duplicates go on after their tasks exited
+		// (deleting the task, releasing the network): when they end.
+		_, err = chaosPoll(chaosHealBound, chaosConvergePoll, func() error { return c.stopsDone(c.up()) })
+		stopsAt = time.Since(tHeal)
+	}
 	ok, failed, errs := ld.finish()
 	served := func(g int) string {
 		if sideDone[g] == 0 {
@@ -488,8 +496,8 @@ func (c *chaos) partition(t *testing.T, dur time.Duration, writesA, writesB func
 		return chaosSecs(sideDone[g])
 	}
 	c.reportf(t, "chaos partition %v: each side saw the other down in %s; side A ran all its slots in %s, side B in %s; "+
-		"after heal: identical specs in %s, exact replica counts in %s (target 10 s); %d/%d requests ok (%s), %s",
-		dur, chaosSecs(detect), served(0), served(1), chaosSecs(specsAt), chaosSecs(d), ok, ok+failed, chaosPct(ok, ok+failed), ld.latency())
+		"after heal: identical specs in %s, exact replica counts in %s (target 10 s), every stop ended in %s; %d/%d requests ok (%s), %s",
+		dur, chaosSecs(detect), served(0), served(1), chaosSecs(specsAt), chaosSecs(d), chaosSecs(stopsAt), ok, ok+failed, chaosPct(ok, ok+failed), ld.latency())
 	c.logFailures(t, ld, errs)
 	if err != nil {
 		c.broken = fmt.Sprintf("the %v partition", dur)
@@ -1000,10 +1008,43 @@ func (c *chaos) specsEverywhere(live []int) error {
 
 // converged checks the given hosts (every running one): each has the
 // acknowledged specs and a view with exactly the replica counts, the
-// views agree, and containerd runs exactly the view's containers.
+// views agree, and containerd runs exactly the view's containers. A
+// replica that its node is stopping does not count (as kubectl does not
+// count a terminating pod), but its task must have exited: until then
+// containerd runs a container the fingerprint lacks. stopsDone checks
+// that the stops have ended too.
+//
+// Every host is asked at once, so that the check sees one moment of the
+// cluster, and so that a poll takes as long as the slowest answer, not
+// the sum of fifteen (under a heal's load that sum reached seconds, and
+// it is the measurement's resolution).
 func (c *chaos) converged(live []int) error {
-	if err := c.specsEverywhere(live); err != nil {
+	n := len(c.s.Hosts)
+	var (
+		svcs  = make([][]api.Service, n)
+		reps  = make([][]api.Replica, n)
+		tasks = make([]map[string]chaosTask, n)
+		errs  = make([]error, 3*n)
+		wg    sync.WaitGroup
+	)
+	for _, i := range live {
+		wg.Add(2)
+		go func() { defer wg.Done(); svcs[i], errs[3*i] = c.services(i) }()
+		go func() { defer wg.Done(); reps[i], errs[3*i+1] = c.replicas(i) }()
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); tasks[i], errs[3*i+2] = c.tasks(i) }()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	want := c.expected()
+	for _, i := range live {
+		if err := chaosSpecsErr(c.names[i], svcs[i], want); err != nil {
+			return err
+		}
 	}
 	counts := c.counts()
 	liveNames := make(map[string]bool)
@@ -1011,16 +1052,12 @@ func (c *chaos) converged(live []int) error {
 		liveNames[c.names[i]] = true
 	}
 	var first []string
-	for n, i := range live {
-		reps, err := c.replicas(i)
-		if err != nil {
-			return err
-		}
-		if err := chaosExactErr(reps, counts, liveNames); err != nil {
+	for k, i := range live {
+		if err := chaosExactErr(reps[i], counts, liveNames); err != nil {
 			return fmt.Errorf("%s's view: %w", c.names[i], err)
 		}
-		fp := chaosFingerprint(reps)
-		if n == 0 {
+		fp := chaosFingerprint(reps[i])
+		if k == 0 {
 			first = fp
 		} else if !slices.Equal(fp, first) {
 			return fmt.Errorf("%s's view %v differs from %s's %v", c.names[i], fp, c.names[live[0]], first)
@@ -1028,11 +1065,7 @@ func (c *chaos) converged(live []int) error {
 	}
 	// What actually runs, on every host, is the view.
 	var running []string
-	for i := range c.s.Hosts {
-		ts, err := c.tasks(i)
-		if err != nil {
-			return err
-		}
+	for i, ts := range tasks {
 		for id, tk := range ts {
 			if tk.status == "RUNNING" {
 				running = append(running, c.names[i]+":"+id)
@@ -1050,6 +1083,28 @@ func (c *chaos) converged(live []int) error {
 // returns how long it took.
 func (c *chaos) converge(timeout time.Duration) (time.Duration, error) {
 	return chaosPoll(timeout, chaosConvergePoll, func() error { return c.converged(c.up()) })
+}
+
+// stopsDone checks that no running host's view has a replica that is
+// being stopped: every stop has removed its container (a stop that never
+// ends, as a network that cannot be released once did, fails here).
+func (c *chaos) stopsDone(live []int) error {
+	for _, i := range live {
+		reps, err := c.replicas(i)
+		if err != nil {
+			return err
+		}
+		for _, r := range reps {
+			if r.State == "stopping" {
+				msg := fmt.Sprintf("%s's view: %s/%d on %s is still stopping", c.names[i], r.Service, r.Slot, r.Node)
+				if r.LastError != "" {
+					msg += ", last error: " + r.LastError
+				}
+				return errors.New(msg)
+			}
+		}
+	}
+	return nil
 }
 
 // settle waits until the cluster is settled: every host runs and is seen
@@ -1072,7 +1127,12 @@ func (c *chaos) settle(t *testing.T, what string) {
 		c.broken = what
 		t.Fatalf("%s: %v", what, err)
 	}
-	d, err := c.converge(chaosSettleBound)
+	d, err := chaosPoll(chaosSettleBound, chaosConvergePoll, func() error {
+		if err := c.converged(c.up()); err != nil {
+			return err
+		}
+		return c.stopsDone(c.up())
+	})
 	if err != nil {
 		c.broken = what
 		t.Fatalf("%s: not settled after %v: %v", what, d, err)
@@ -1091,6 +1151,9 @@ func (c *chaos) duplicates() error {
 		}
 		seen := make(map[string]string)
 		for _, r := range reps {
+			if r.State == "stopping" {
+				continue // containerd's tasks below show whether it still runs
+			}
 			k := r.Service + "/" + strconv.Itoa(r.Slot)
 			if prev, ok := seen[k]; ok {
 				return fmt.Errorf("%w: %s's view has %s on %s and on %s", errChaosDuplicate, c.names[i], k, prev, r.Node)
@@ -1124,6 +1187,9 @@ func (c *chaos) duplicates() error {
 func chaosExactErr(reps []api.Replica, counts map[string]int, live map[string]bool) error {
 	per := make(map[string][]string)
 	for _, r := range reps {
+		if r.State == "stopping" {
+			continue // neither served nor counted; converged checks its task
+		}
 		n, ok := counts[r.Service]
 		k := r.Service + "/" + strconv.Itoa(r.Slot)
 		switch {
@@ -1158,10 +1224,14 @@ func chaosExactErr(reps []api.Replica, counts map[string]int, live map[string]bo
 	return nil
 }
 
-// chaosFingerprint is a view as sorted "node:container" strings.
+// chaosFingerprint is a view as sorted "node:container" strings, without
+// the replicas being stopped.
 func chaosFingerprint(reps []api.Replica) []string {
 	out := make([]string, 0, len(reps))
 	for _, r := range reps {
+		if r.State == "stopping" {
+			continue
+		}
 		out = append(out, r.Node+":"+r.Container)
 	}
 	slices.Sort(out)
@@ -1633,11 +1703,21 @@ func TestChaosCheckers(t *testing.T) {
 		"beyond":      {append(slices.Clone(good), rep("web", 2, "host-2", "running", true)), "beyond the 2 replicas"},
 		"not a spec":  {append(slices.Clone(good), rep("old", 0, "host-2", "running", true)), "service that should not run"},
 		"pending dup": {append(slices.Clone(good), rep("web", 0, "host-2", "pending", false)), "web/0 on host-2 is pending"},
+		"stopping":    {append(good[:2:2], rep("web", 1, "host-2", "stopping", false)), "no replica of web/1"},
 	} {
 		err := chaosExactErr(tc.reps, counts, live)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", name, err, tc.want)
 		}
+	}
+	// A replica being stopped is not counted, and not in the fingerprint
+	// (so containerd must not run it).
+	leaving := append(slices.Clone(good), rep("web", 1, "host-1", "stopping", false))
+	if err := chaosExactErr(leaving, counts, live); err != nil {
+		t.Errorf("a stopping duplicate counts: %v", err)
+	}
+	if fp, want := chaosFingerprint(leaving), chaosFingerprint(good); !slices.Equal(fp, want) {
+		t.Errorf("fingerprint with a stopping replica %v, want %v", fp, want)
 	}
 	if err := chaosExactErr(append(slices.Clone(good), rep("web", 1, "host-1", "running", true)), counts, live); !errors.Is(err, errChaosDuplicate) {
 		t.Errorf("a duplicate is not errChaosDuplicate: %v", err)

@@ -63,7 +63,7 @@ func printReplicas(w io.Writer, asJSON bool, reps []api.Replica, now time.Time) 
 		switch {
 		case r.LastError != "" && r.State != "running":
 			state += " (" + oneLine(r.LastError, 60) + ")"
-		case r.Leaving:
+		case r.Leaving && r.State != "stopping":
 			state += " (leaving)" // its node hands the slot over
 		}
 		t.row(r.Service, strconv.Itoa(r.Slot), r.Node, state, healthy, r.Endpoint,

@@ -160,8 +160,10 @@ type Replica struct {
 	// Image is the image reference it runs.
 	Image string `json:"image,omitempty"`
 	// State is pending (owned, not started yet), starting (running, no
-	// health check passed yet), running, failed (exited; a restart is
-	// scheduled) or unknown.
+	// health check passed yet), running, unhealthy (running, failing its
+	// health check), stopping (its node is stopping and removing it: not
+	// served, not counted), failed (exited; a restart is scheduled) or
+	// unknown.
 	State string `json:"state"`
 	// Healthy is whether it runs and passes its health check (a service
 	// without one is healthy once running).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/containerd"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/cio"
 	"github.com/containerd/containerd/contrib/seccomp"
 	"github.com/containerd/containerd/errdefs"
@@ -450,15 +451,31 @@ func (d *Driver) killTask(ctx context.Context, task containerd.Task, timeout tim
 
 // List returns the containers that carry runtime.LabelService, sorted by
 // ID, with their task state.
+//
+// The tasks' states come from one ListTasks call, not two Get calls per
+// container: under load (a heal, where every host starts and stops
+// containers on two cores) the per-container calls made a list take 1-4
+// s, and every reconcile pass waits for it. containerd leaves out of
+// ListTasks a task whose shim did not answer in time, so a container
+// without a task there is asked for on its own.
 func (d *Driver) List(ctx context.Context) ([]runtime.Replica, error) {
 	ctx = d.nsCtx(ctx)
 	cs, err := d.client.Containers(ctx, serviceFilter)
 	if err != nil {
 		return nil, classify(err, "list containers")
 	}
+	var listed map[string]*tasktypes.Process
+	if resp, err := d.client.TaskService().List(ctx, &tasks.ListTasksRequest{}); err == nil {
+		listed = make(map[string]*tasktypes.Process, len(resp.Tasks))
+		for _, p := range resp.Tasks {
+			listed[p.ID] = p
+		}
+	} else {
+		d.log.Debug("list tasks failed: asking per container", "err", err)
+	}
 	out := make([]runtime.Replica, 0, len(cs))
 	for _, c := range cs {
-		r, err := d.replica(ctx, c)
+		r, err := d.replica(ctx, c, listed[c.ID()])
 		if errdefs.IsNotFound(err) || errors.Is(err, runtime.ErrNotFound) {
 			continue // removed meanwhile
 		}
@@ -471,48 +488,44 @@ func (d *Driver) List(ctx context.Context) ([]runtime.Replica, error) {
 	return out, nil
 }
 
-// replica describes container c from its labels and task.
-func (d *Driver) replica(ctx context.Context, c containerd.Container) (runtime.Replica, error) {
+// replica describes container c from its labels and its task's state: p
+// when the caller has it, else asked for.
+func (d *Driver) replica(ctx context.Context, c containerd.Container, p *tasktypes.Process) (runtime.Replica, error) {
 	info, err := c.Info(ctx, containerd.WithoutRefreshedMetadata)
 	if err != nil {
 		return runtime.Replica{}, classify(err, "container %s", c.ID())
 	}
 	r := replicaFromLabels(c.ID(), info.Image, info.Labels)
 	prepared := info.Labels[LabelPrepared] == "1" && r.StartedAt.IsZero()
-	task, err := c.Task(ctx, nil)
-	if errdefs.IsNotFound(err) && prepared {
-		r.State = runtime.StatePrepared // its task is gone: Start replaces it
-		return r, nil
-	}
-	if errdefs.IsNotFound(err) {
-		r.State = runtime.StateCreated
-		if !r.StartedAt.IsZero() {
-			r.State = runtime.StateExited
-		}
-		return r, nil
-	}
-	if err != nil {
-		return runtime.Replica{}, classify(err, "container %s task", c.ID())
-	}
-	st, err := task.Status(ctx)
-	if err != nil {
-		if errdefs.IsNotFound(err) {
-			r.State = runtime.StateExited
+	if p == nil {
+		resp, err := d.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: c.ID()})
+		err = errdefs.FromGRPC(err)
+		switch {
+		case errdefs.IsNotFound(err) && prepared:
+			r.State = runtime.StatePrepared // its task is gone: Start replaces it
 			return r, nil
+		case errdefs.IsNotFound(err):
+			r.State = runtime.StateCreated
+			if !r.StartedAt.IsZero() {
+				r.State = runtime.StateExited
+			}
+			return r, nil
+		case err != nil:
+			return runtime.Replica{}, classify(err, "container %s task", c.ID())
 		}
-		return runtime.Replica{}, classify(err, "container %s status", c.ID())
+		p = resp.Process
 	}
-	switch st.Status {
-	case containerd.Running:
+	switch p.Status {
+	case tasktypes.Status_RUNNING:
 		r.State = runtime.StateRunning
-	case containerd.Created:
+	case tasktypes.Status_CREATED:
 		r.State = runtime.StateCreated
 		if prepared {
 			r.State = runtime.StatePrepared
 		}
-	case containerd.Stopped:
+	case tasktypes.Status_STOPPED:
 		r.State = runtime.StateExited
-		r.ExitCode = int(st.ExitStatus)
+		r.ExitCode = int(p.ExitStatus)
 	default: // paused, pausing, unknown
 		r.State = runtime.StateUnknown
 	}
