@@ -127,10 +127,11 @@ func (a *Agent) standbyLoop(ctx context.Context) {
 // or the placement changed, then start prepares and removals.
 func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *standbyState, wg *sync.WaitGroup, slots chan struct{}) {
 	view := a.placement.view.Load()
+	members, now := a.cluster.Members(), time.Now()
+	aliveSince := a.members.Load().aliveSince
 	var gone []string
 	if !a.cfg.NoStandby { // off: nothing is prepared, leftovers are still removed
-		members, now := a.cluster.Members(), time.Now()
-		gone = standbyGone(view.nodes, members, a.members.Load().aliveSince, now)
+		gone = standbyGone(view.nodes, members, aliveSince, now)
 		gone = st.confirmed(gone, members, now)
 	}
 	key := strings.Join(gone, ",")
@@ -158,7 +159,10 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	// Hand-offs to this node are real work, not a guess: prepared as
 	// soon as the slot has had this owner for handoffPrepareAfter, they
 	// are ready when the pass starts them after handoffSettle.
-	toPrepare := handoffPrepares(r.handoffsIn, r.slots, r.busy, r.local, r.prepared, time.Now(), cap(slots)-len(slots))
+	var toPrepare []runtime.ReplicaSpec
+	if membersSteady(members, aliveSince) {
+		toPrepare = handoffPrepares(r.handoffsIn, r.slots, r.busy, r.local, r.prepared, now, cap(slots)-len(slots))
+	}
 	for _, rs := range toPrepare {
 		r.busy[slotKey{rs.Service, rs.Slot}]++
 	}
@@ -231,11 +235,30 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 // a hand-off only after handoffSettle (1 s), because the owners can still
 // move for a moment after a heal; preparing earlier moves most of a start's
 // work (snapshot, runc task, network: 2-4 s on a loaded machine, against
-// 0.1-0.6 s to start a prepared one) ahead of that wait. After a heal the
-// owners moved for 70-750 ms in the chaos runs, so a prepare made after 300
-// ms is usually kept; one whose slot moves away is removed like any other
-// prepared replica no one wants.
+// 0.1-0.6 s to start a prepared one) ahead of that wait. Only while the
+// members are steady (membersSteady): after a 10 s partition one member of
+// the other side came back a second after the rest, having first to refute
+// its failure, and a node had meanwhile prepared two slots that it then
+// lost to it, 5 s of work each on the loaded machine, thrown away.
 const handoffPrepareAfter = 300 * time.Millisecond
+
+// membersSteady reports whether no member is suspect or failed, and the
+// agent has seen every member that gossip shows alive come (back): then
+// the owners are not about to move again. A member that left cleanly does
+// not count.
+func membersSteady(members []gossip.Member, aliveSince map[string]time.Time) bool {
+	for _, m := range members {
+		switch {
+		case m.Status == gossip.StatusSuspect || m.Status == gossip.StatusFailed:
+			return false
+		case m.Alive():
+			if _, known := aliveSince[m.Name]; !known {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // handoffPrepares picks, in slot order, at most max of the hand-offs to
 // this node to prepare now: bridge-network ones (a host-network replica's

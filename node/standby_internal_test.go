@@ -108,3 +108,25 @@ func TestStandbyConfirmed(t *testing.T) {
 		t.Fatalf("suspected again, confirmed: %v", got)
 	}
 }
+
+// Hand-offs are prepared only while no member is suspect or failed and
+// the agent has seen every member that gossip shows alive; a member that
+// left cleanly does not count.
+func TestMembersSteady(t *testing.T) {
+	since := map[string]time.Time{"a": {}, "b": {}}
+	for name, tc := range map[string]struct {
+		members []gossip.Member
+		want    bool
+	}{
+		"all alive":          {[]gossip.Member{{Name: "a", Status: gossip.StatusAlive}, {Name: "b", Status: gossip.StatusAlive}}, true},
+		"one left":           {[]gossip.Member{{Name: "a", Status: gossip.StatusAlive}, {Name: "c", Status: gossip.StatusLeft}}, true},
+		"one suspect":        {[]gossip.Member{{Name: "a", Status: gossip.StatusAlive}, {Name: "b", Status: gossip.StatusSuspect}}, false},
+		"one failed":         {[]gossip.Member{{Name: "a", Status: gossip.StatusAlive}, {Name: "c", Status: gossip.StatusFailed}}, false},
+		"alive, not seen":    {[]gossip.Member{{Name: "a", Status: gossip.StatusAlive}, {Name: "c", Status: gossip.StatusAlive}}, false},
+		"leaving, not alive": {[]gossip.Member{{Name: "a", Status: gossip.StatusAlive}, {Name: "c", Status: gossip.StatusLeaving}}, true},
+	} {
+		if got := membersSteady(tc.members, since); got != tc.want {
+			t.Errorf("%s: %v, want %v", name, got, tc.want)
+		}
+	}
+}
