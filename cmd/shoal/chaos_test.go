@@ -62,7 +62,11 @@ import (
 // service, exactly its count of replicas, one per slot, all running and
 // healthy, on live nodes only, and no replica of anything else; the
 // nodes' views agree; and the containers that actually run in containerd
-// (every host's namespace) are exactly those of the view.
+// (every host's namespace) are exactly those of the view. A replica its
+// node is stopping (state "stopping") is not counted, as kubectl does not
+// count a terminating pod, but its task must have exited. Each scenario
+// starts only once every stop has also ended (the container, its task and
+// its network removed), and the partitions report when that was.
 //
 // The HTTP client of the load is a real client with several addresses:
 // request k goes to host k mod 5 at published port 8080, 8081 or 8082 (the
