@@ -853,12 +853,14 @@ func TestHandoffPrepares(t *testing.T) {
 		{"web", 3}: rs("web", 3, "bridge"), // prepared already
 		{"web", 4}: rs("web", 4, "bridge"), // ready
 		{"web", 5}: rs("web", 5, "bridge"), // no memory of the slot yet
+		{"web", 6}: rs("web", 6, "bridge"), // an action ended since the list
 	}
 	long := slotState{OwnedAt: now.Add(-handoffPrepareAfter)}
 	slots := map[slotKey]slotState{
 		{"api", 0}: long, {"api", 1}: {OwnedAt: now.Add(-handoffPrepareAfter + time.Millisecond)},
-		{"web", 0}: long, {"web", 1}: long, {"web", 2}: long, {"web", 3}: long, {"web", 4}: long,
+		{"web", 0}: long, {"web", 1}: long, {"web", 2}: long, {"web", 3}: long, {"web", 4}: long, {"web", 6}: long,
 	}
+	stale := func(k slotKey) bool { return k == slotKey{"web", 6} }
 	busy := map[slotKey]int{{"web", 1}: 1}
 	local := map[slotKey]bool{{"web", 2}: true}
 	prepared := map[string]runtime.Replica{"web-3-v1": {ID: "web-3-v1", Service: "web", Slot: 3, Version: "v1", State: runtime.StatePrepared}}
@@ -869,13 +871,13 @@ func TestHandoffPrepares(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := ids(handoffPrepares(in, slots, busy, local, prepared, now, 4)), []string{"api-0-v1", "web-4-v1"}; !slices.Equal(got, want) {
+	if got, want := ids(handoffPrepares(in, slots, busy, local, prepared, stale, now, 4)), []string{"api-0-v1", "web-4-v1"}; !slices.Equal(got, want) {
 		t.Errorf("prepares %v, want %v", got, want)
 	}
-	if got, want := ids(handoffPrepares(in, slots, busy, local, prepared, now, 1)), []string{"api-0-v1"}; !slices.Equal(got, want) {
+	if got, want := ids(handoffPrepares(in, slots, busy, local, prepared, stale, now, 1)), []string{"api-0-v1"}; !slices.Equal(got, want) {
 		t.Errorf("with one free prepare slot: %v, want %v", got, want)
 	}
-	if got := handoffPrepares(in, slots, busy, local, prepared, now, 0); len(got) != 0 {
+	if got := handoffPrepares(in, slots, busy, local, prepared, stale, now, 0); len(got) != 0 {
 		t.Errorf("with no free prepare slot: %v", ids(got))
 	}
 }

@@ -108,8 +108,11 @@ type replicaSet struct {
 	// action ended while it listed the containers: its list may predate
 	// the action's effect, and acting on it started a container that
 	// already ran ("already exists") or stopped one twice.
-	done    uint64
-	doneAt  map[slotKey]uint64
+	done   uint64
+	doneAt map[slotKey]uint64
+	// localAt is done when the pass that set local began its list: local
+	// is not to be trusted for a slot whose action ended after (stale).
+	localAt uint64
 	streams sync.WaitGroup // logs streams; Add only while !closed
 	closed  bool
 }
@@ -128,6 +131,11 @@ func newReplicaSet(self string) *replicaSet {
 		doneAt:   make(map[slotKey]uint64),
 	}
 }
+
+// staleLocked reports whether an action on slot k ended after the last
+// pass listed the containers, so that local (and that pass's view of the
+// slot) may be out of date. r.mu must be held.
+func (r *replicaSet) staleLocked(k slotKey) bool { return r.doneAt[k] > r.localAt }
 
 // track registers a goroutine that must end before the replica loop
 // returns; ok is false once the loop is shutting down.
@@ -317,6 +325,7 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	}
 	r.prepared = prepared
 	r.local = make(map[slotKey]bool, len(actual))
+	r.localAt = listedAt
 	for _, c := range actual {
 		r.local[keyOf(c)] = true
 	}

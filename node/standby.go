@@ -161,7 +161,7 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 	// are ready when the pass starts them after handoffSettle.
 	var toPrepare []runtime.ReplicaSpec
 	if membersSteady(members, aliveSince) {
-		toPrepare = handoffPrepares(r.handoffsIn, r.slots, r.busy, r.local, r.prepared, now, cap(slots)-len(slots))
+		toPrepare = handoffPrepares(r.handoffsIn, r.slots, r.busy, r.local, r.prepared, r.staleLocked, now, cap(slots)-len(slots))
 	}
 	for _, rs := range toPrepare {
 		r.busy[slotKey{rs.Service, rs.Slot}]++
@@ -172,7 +172,7 @@ func (a *Agent) standbyStep(ctx context.Context, prep runtime.Preparer, st *stan
 		if busyNode {
 			break
 		}
-		if r.busy[k] > 0 || r.local[k] || owned[k] {
+		if r.busy[k] > 0 || r.local[k] || owned[k] || r.staleLocked(k) {
 			continue // being worked on, running here already, or the pass starts it
 		}
 		if _, ok := r.prepared[rs.ID]; ok {
@@ -263,10 +263,12 @@ func membersSteady(members []gossip.Member, aliveSince map[string]time.Time) boo
 // handoffPrepares picks, in slot order, at most max of the hand-offs to
 // this node to prepare now: bridge-network ones (a host-network replica's
 // port is chosen at start) that have had this owner for
-// handoffPrepareAfter, are not busy, and have no container here, prepared
-// or not.
+// handoffPrepareAfter, are not busy, have no container here, prepared or
+// not, and had no action end since the pass that listed them (stale: the
+// container it started may be there now; preparing it failed with
+// "already exists").
 func handoffPrepares(in map[slotKey]runtime.ReplicaSpec, slots map[slotKey]slotState, busy map[slotKey]int,
-	local map[slotKey]bool, prepared map[string]runtime.Replica, now time.Time, max int) []runtime.ReplicaSpec {
+	local map[slotKey]bool, prepared map[string]runtime.Replica, stale func(slotKey) bool, now time.Time, max int) []runtime.ReplicaSpec {
 	var out []runtime.ReplicaSpec
 	for _, k := range slices.SortedFunc(maps.Keys(in), compareSlots) {
 		rs := in[k]
@@ -275,7 +277,7 @@ func handoffPrepares(in map[slotKey]runtime.ReplicaSpec, slots map[slotKey]slotS
 		case len(out) >= max:
 			return out
 		case rs.Network == spec.NetworkHost, owned.IsZero(), now.Sub(owned) < handoffPrepareAfter:
-		case busy[k] > 0 || local[k]:
+		case busy[k] > 0 || local[k] || stale(k):
 		default:
 			if _, ok := prepared[rs.ID]; !ok {
 				out = append(out, rs)
