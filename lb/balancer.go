@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -113,6 +114,7 @@ type Balancer struct {
 	log    *slog.Logger
 	met    *metrics
 	dialer net.Dialer
+	l4     l4group // the L4 event loops, started with the first L4 connection
 
 	mu        sync.Mutex // guards all following fields
 	listeners map[int]*listener
@@ -226,6 +228,7 @@ func (b *Balancer) Close() error {
 	for _, l := range ls {
 		l.close()
 	}
+	b.l4.close() // after the listeners: they closed every pair
 	return nil
 }
 
@@ -248,7 +251,7 @@ func (b *Balancer) listen(r Route) (*listener, error) {
 		addr:     ln.Addr().(*net.TCPAddr).AddrPort(),
 		eps:      make(map[epKey]*endpoint),
 		rm:       b.met.route(r.Service, r.Port),
-		conns:    make(map[net.Conn]struct{}),
+		conns:    make(map[io.Closer]struct{}),
 		stopc:    make(chan struct{}),
 		resumed:  make(chan struct{}),
 	}

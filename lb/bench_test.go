@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"testing"
 )
 
@@ -40,8 +41,19 @@ func BenchmarkL7Proxy(b *testing.B) {
 
 // BenchmarkL4Proxy measures small request/response exchanges through a
 // TCP route to an in-process line echo backend over long-lived
+// connections, one per GOMAXPROCS (so mostly latency).
+func BenchmarkL4Proxy(b *testing.B) { benchL4(b, 1) }
+
+// BenchmarkL4Proxy64Conns is BenchmarkL4Proxy over 64 connections (as
+// wrk -c64 in scripts/bench-lb.sh), where the balancer has several
+// connections ready at once.
+func BenchmarkL4Proxy64Conns(b *testing.B) {
+	benchL4(b, (64+runtime.GOMAXPROCS(0)-1)/runtime.GOMAXPROCS(0))
+}
+
+// benchL4 runs the L4 echo exchanges over parallelism x GOMAXPROCS
 // connections.
-func BenchmarkL4Proxy(b *testing.B) {
+func benchL4(b *testing.B, parallelism int) {
 	be := newTCPBackend(b, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
@@ -57,6 +69,7 @@ func BenchmarkL4Proxy(b *testing.B) {
 	bal, ip := newBalancer(b, 9201, Config{})
 	bal.Update([]Route{{Service: "echo", Port: 9201, Endpoints: endpoints(be.addr)}})
 	addr := netip.AddrPortFrom(ip, 9201).String()
+	b.SetParallelism(parallelism)
 	b.RunParallel(func(pb *testing.PB) {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -13,14 +13,18 @@
 // # Protocols
 //
 // "tcp" routes are L4: each accepted connection is forwarded to one
-// endpoint and the bytes are copied both ways. Small messages take one
-// read into a pooled buffer and one write; a read that fills the buffer
-// marks a bulk stream, which moves with splice(2) (zero copy through a
-// pipe) until it slows down (HAProxy's "splice-auto"). A half-close is
-// passed on with CloseWrite; a connection with no traffic either way for
-// Config.IdleTimeout is closed. With Route.ProxyProtocol, a PROXY
-// protocol v2 header carrying the client's address is sent to the
-// endpoint first.
+// endpoint and the bytes are copied both ways. On Linux, the established
+// pair leaves Go's netpoller for an event loop of the balancer's own (one
+// per GOMAXPROCS, edge-triggered epoll, as HAProxy's), which reads only
+// what epoll reported: a small message takes one read and one write. A
+// read that fills the buffer marks a bulk stream, which moves with
+// splice(2) (zero copy through a pipe) until it slows down (HAProxy's
+// "splice-auto"). Elsewhere, or when the loop cannot start, two
+// goroutines per connection do the same through the netpoller. A
+// half-close is passed on with shutdown(SHUT_WR); a connection with no
+// traffic either way for Config.IdleTimeout is closed. With
+// Route.ProxyProtocol, a PROXY protocol v2 header carrying the client's
+// address is sent to the endpoint first.
 //
 // "http" routes are L7: requests are balanced one by one over keep-alive
 // connection pools, with X-Forwarded-For, X-Forwarded-Host,

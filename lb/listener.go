@@ -2,6 +2,7 @@ package lb
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,8 +32,8 @@ type listener struct {
 	eps   map[epKey]*endpoint
 
 	// L4
-	connMu sync.Mutex // guards conns and closing
-	conns  map[net.Conn]struct{}
+	connMu sync.Mutex             // guards conns and closed
+	conns  map[io.Closer]struct{} // connections, and pairs handed to an L4 loop
 	closed bool
 	stopc  chan struct{} // closed by close
 
@@ -172,9 +173,10 @@ func addrStillUsed(m map[epKey]*endpoint, a netip.AddrPort) bool {
 	return false
 }
 
-// track registers an accepted connection so close can close it; it
-// reports false when the listener is closing (the caller closes c).
-func (l *listener) track(c net.Conn) bool {
+// track registers an accepted connection (or a pair handed to an L4
+// loop) so close can close it; it reports false when the listener is
+// closing (the caller closes c).
+func (l *listener) track(c io.Closer) bool {
 	l.connMu.Lock()
 	defer l.connMu.Unlock()
 	if l.closed {
@@ -184,7 +186,7 @@ func (l *listener) track(c net.Conn) bool {
 	return true
 }
 
-func (l *listener) untrack(c net.Conn) {
+func (l *listener) untrack(c io.Closer) {
 	l.connMu.Lock()
 	delete(l.conns, c)
 	l.connMu.Unlock()

@@ -52,7 +52,9 @@ func (l *listener) serve(handle func(*net.TCPConn) (handedOver bool)) {
 	}
 }
 
-// handleTCP forwards one client connection (never handed over).
+// handleTCP forwards one client connection: it dials an endpoint and
+// hands the pair over to an L4 event loop (l4loop_linux.go), or, where
+// there is none, copies it with pipe until it ends.
 func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 	l.rm.accepted.Inc()
 	t := l.table.Load()
@@ -61,14 +63,17 @@ func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 	up, ep := l.dial(t, key)
 	if up == nil {
 		_ = c.SetLinger(0) // a reset tells the client at once
-		return
+		return false
 	}
 	l.track(up)
-	defer l.untrack(up)
-	defer up.Close()
 	ep.active.Add(1)
 	ep.m.active.Inc()
 	defer func() {
+		if handedOver {
+			return // the loop closes, untracks and counts down
+		}
+		_ = up.Close()
+		l.untrack(up)
 		ep.active.Add(-1)
 		ep.m.active.Dec()
 	}()
@@ -76,11 +81,14 @@ func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 		local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 		if _, err := up.Write(proxyHeader(client, local)); err != nil {
 			l.b.log.Debug("lb proxy header", "service", l.service, "endpoint", ep.key, "err", err)
-			return
+			return false
 		}
 	}
+	if l.handOver(c, up, ep) {
+		return true
+	}
 	pipe(c, up, l.b.cfg.IdleTimeout)
-	return
+	return false
 }
 
 // dial connects to an endpoint of t, trying up to Config.Attempts of
@@ -145,7 +153,9 @@ type pipeState struct {
 
 // pipe copies a to b and b to a until both directions have ended (each by
 // EOF, passed on as a half-close), one fails, or neither has moved a byte
-// for idle. It does not close a or b.
+// for idle. It does not close a or b. It serves the pairs that no L4
+// event loop takes (see l4loop_linux.go): on other systems, or when the
+// loops cannot start.
 func pipe(a, b *net.TCPConn, idle time.Duration) {
 	st := &pipeState{}
 	st.last.Store(time.Now().UnixNano())

@@ -488,9 +488,12 @@ func TestL4TransferSizes(t *testing.T) {
 // each direction switches between copying and splicing and back.
 func TestL4SmallAndBulkOnOneConnection(t *testing.T) {
 	echo := newTCPBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
-	// A short idle timeout: the clock checks that end a splice stretch
-	// come every 50 ms.
-	b, ip := newBalancer(t, 9013, Config{IdleTimeout: 200 * time.Millisecond})
+	// A short idle timeout: pipe's clock checks, which end a splice
+	// stretch, come every 250 ms. (The L4 loop ends one when the source
+	// runs dry.) Shorter, the connection was closed as idle when the
+	// test's own goroutines did not run for that long on a loaded
+	// machine.
+	b, ip := newBalancer(t, 9013, Config{IdleTimeout: time.Second})
 	b.Update([]Route{{Service: "echo", Port: 9013, Endpoints: endpoints(echo.addr)}})
 	c, err := net.Dial("tcp", netip.AddrPortFrom(ip, 9013).String())
 	if err != nil {
@@ -522,7 +525,7 @@ func TestL4SmallAndBulkOnOneConnection(t *testing.T) {
 		// Past a clock check: the splice stretch ends and small messages
 		// are copied again (observable only as correct echoes).
 		start := time.Now()
-		for time.Since(start) < 120*time.Millisecond {
+		for time.Since(start) < 300*time.Millisecond {
 			exchange([]byte("tick\n"))
 		}
 	}
