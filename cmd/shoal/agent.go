@@ -31,6 +31,7 @@ type agentFlags struct {
 	standby                             bool
 	imageTransfer                       string
 	imagePort                           int
+	pprofAddr                           string
 }
 
 func newAgentCmd() *cobra.Command {
@@ -82,6 +83,7 @@ SIGTERM or SIGINT leaves the cluster gracefully.`,
 	fl.BoolVar(&f.standby, "standby", true, "while a member is suspect, prepare (create, not start) the replicas this node would take over from it, so failover only starts them")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof) on this loopback HOST:PORT (default: off)")
 	return cmd
 }
 
@@ -193,5 +195,10 @@ func runAgent(ctx context.Context, cfg node.Config, f *agentFlags) error {
 		<-ctx.Done()
 		stop() // restore default handling: a second signal kills us
 	}()
+	if f.pprofAddr != "" {
+		if _, err := servePprof(ctx, f.pprofAddr, cfg.Logger); err != nil {
+			return err
+		}
+	}
 	return a.Run(ctx)
 }
