@@ -61,6 +61,8 @@ shoal_wait=30 # seconds Shoal's ports get to answer once the backend is healthy
 log() { echo "bench-lb: $*" >&2; }
 
 # --- packages ---------------------------------------------------------------
+# Shoal's own (containerd, runc, CNI plugins...), then the other proxies and wrk.
+bash scripts/install-deps.sh
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 need=()
 for p in haproxy nginx libnginx-mod-stream wrk; do
