@@ -270,8 +270,8 @@ func (c *chaos) killLoop(t *testing.T) {
 		}
 		rec := c.measureRestore(observer, victim, t0)
 		kills = append(kills, rec)
-		msg := fmt.Sprintf("chaos kill %d: %s (observer %s): detect %s, restore %s", k+1, rec.host,
-			c.names[observer], chaosSecs(rec.detect), chaosSecs(rec.restore))
+		msg := fmt.Sprintf("chaos kill %d: %s at %s (observer %s): detect %s, restore %s", k+1, rec.host,
+			t0.UTC().Format("15:04:05.000"), c.names[observer], chaosSecs(rec.detect), chaosSecs(rec.restore))
 		if rec.err != nil {
 			msg += fmt.Sprintf(": NOT RESTORED within %v: %v", chaosRestoreBound, rec.err)
 			t.Errorf("kill %d of %s not restored within %v: %v", k+1, rec.host, chaosRestoreBound, rec.err)
