@@ -88,7 +88,36 @@ type statusResponse struct {
 // replicaStates are the states a status may carry.
 var replicaStates = []string{"pending", "starting", "running", "unhealthy", "stopping", "failed", "unknown"}
 
-// checkStatusDoc validates a document from a peer.
+// futureStates maps a state this version does not know, but that is a
+// well-formed state name (a later version's, as "stopping" was new once),
+// to "unknown", and the replica to unhealthy: a peer of another version
+// during a rolling upgrade is understood, its replica not routed to, and
+// its document not dropped as bad. Malformed states are left for
+// checkStatusDoc to refuse.
+func futureStates(d *statusDoc) {
+	for i := range d.Replicas {
+		r := &d.Replicas[i]
+		if !slices.Contains(replicaStates, r.State) && wellFormedState(r.State) {
+			r.State, r.Healthy = "unknown", false
+		}
+	}
+}
+
+// wellFormedState reports whether s could be a replica state: 1 to 16
+// lower-case letters and dashes.
+func wellFormedState(s string) bool {
+	if len(s) == 0 || len(s) > 16 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < 'a' || c > 'z') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkStatusDoc validates a document from a peer (after futureStates).
 func checkStatusDoc(d statusDoc) error {
 	if err := spec.ValidName(d.Node); err != nil {
 		return fmt.Errorf("%w: status node %q: %v", errBadMessage, d.Node, err)
@@ -148,6 +177,7 @@ func decodeStatusRequest(b []byte) (statusRequest, error) {
 		if r.Doc == nil {
 			return r, fmt.Errorf("%w: push without a document", errBadMessage)
 		}
+		futureStates(r.Doc)
 		if err := checkStatusDoc(*r.Doc); err != nil {
 			return r, err
 		}
@@ -172,6 +202,7 @@ func decodeStatusResponse(b []byte) (docs []statusDoc, bad int, err error) {
 		return nil, 0, fmt.Errorf("%w: %d status documents", errBadMessage, len(r.Docs))
 	}
 	for _, d := range r.Docs {
+		futureStates(&d)
 		if checkStatusDoc(d) != nil {
 			bad++
 			continue

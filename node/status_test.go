@@ -155,3 +155,40 @@ func FuzzDecodeLogsRequest(f *testing.F) {
 		}
 	})
 }
+
+// A state of a later version is read as "unknown" (and not healthy), so
+// a peer of another version is understood during a rolling upgrade; a
+// malformed state still makes the document bad.
+func TestStatusFutureStates(t *testing.T) {
+	for _, tt := range []struct {
+		state string
+		ok    bool
+	}{{"draining", true}, {"stopping", true}, {"Exploded!", false}, {"", false}, {"a-very-long-state-name", false}} {
+		d := goodDoc()
+		d.Replicas[0].State = tt.state
+		push, _ := json.Marshal(statusRequest{Op: "push", Doc: &d})
+		req, err := decodeStatusRequest(push)
+		if (err == nil) != tt.ok {
+			t.Fatalf("state %q: push decoded with %v, want ok=%v", tt.state, err, tt.ok)
+		}
+		d = goodDoc()
+		d.Replicas[0].State = tt.state
+		resp, _ := json.Marshal(statusResponse{Docs: []statusDoc{d}})
+		docs, bad, err := decodeStatusResponse(resp)
+		if err != nil || (bad == 0) != tt.ok || len(docs) != bad^1 {
+			t.Fatalf("state %q: response decoded to %d docs, %d bad, %v; want ok=%v", tt.state, len(docs), bad, err, tt.ok)
+		}
+		if !tt.ok {
+			continue
+		}
+		want := tt.state
+		if want == "draining" {
+			want = "unknown"
+		}
+		for _, got := range []api.Replica{req.Doc.Replicas[0], docs[0].Replicas[0]} {
+			if got.State != want || got.Healthy != (want != "unknown") {
+				t.Fatalf("state %q read as %q healthy=%v, want %q healthy=%v", tt.state, got.State, got.Healthy, want, want != "unknown")
+			}
+		}
+	}
+}
