@@ -115,6 +115,8 @@ func FuzzDecodeStatusRequest(f *testing.F) {
 		`{"docs":[{"node":"n","version":1,"replicas":[{"service":"w","slot":1e9,"node":"n","state":"running"}]}]}`,
 		`{"op":"push","doc":{"node":"n","version":1,"replicas":[{"service":"web","slot":0,"node":"n","state":"running","endpoints":{"0":"10.0.0.1:1"}}]}}`,
 		`{"op":"push","doc":{"node":"n","version":1,"replicas":[{"service":"web","slot":0,"node":"n","state":"running","endpoints":{"x":"10.0.0.1:1"}}]}}`,
+		`{"op":"push","doc":{"node":"n","version":1,"replicas":[{"service":"web","slot":0,"node":"n","state":"draining","healthy":true}]}}`,
+		`{"docs":[{"node":"n","version":1,"replicas":[{"service":"w","slot":1,"node":"n","state":"Draining!"}]}]}`,
 	} {
 		f.Add([]byte(s))
 	}
