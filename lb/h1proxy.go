@@ -62,6 +62,7 @@ var (
 type httpConn struct {
 	l        *listener
 	c        *net.TCPConn
+	raw      rawSock // c's reads and writes
 	br       *bufio.Reader
 	client   netip.AddrPort
 	key      uint64 // hash of the client IP
@@ -94,8 +95,9 @@ func (l *listener) serveHTTPConn(c *net.TCPConn) (handedOver bool) {
 	l.rm.accepted.Inc()
 	h := connStates.Get().(*httpConn)
 	h.l, h.c = l, c
+	h.raw.reset(c)
 	h.br = clientReaders.Get().(*bufio.Reader)
-	h.br.Reset(c)
+	h.br.Reset(&h.raw)
 	h.client = c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	h.key = hashAddr(h.client.Addr())
 	ip := h.client.Addr().Unmap()
@@ -112,6 +114,7 @@ func (l *listener) serveHTTPConn(c *net.TCPConn) (handedOver bool) {
 		h.br.Reset(nil)
 		clientReaders.Put(h.br)
 		h.br, h.c, h.l, h.werr = nil, nil, nil, nil
+		h.raw.reset(nil)
 		if cap(h.body) > 64<<10 || cap(h.head) > 64<<10 {
 			h.body, h.head = nil, nil
 		}
@@ -395,7 +398,7 @@ func (h *httpConn) exchange(ep *endpoint, idempotent bool) (*backendConn, error)
 		bc.br = backendReaders.Get().(*bufio.Reader)
 		bc.br.Reset(&bc.rd)
 		bc.rd.h = h
-		_, err := bc.c.Write(h.up)
+		_, err := bc.raw.Write(h.up)
 		if err == nil {
 			yieldBeforeRead() // the request was only just written
 			err = h.readResponseHead(bc)
@@ -635,7 +638,7 @@ func (h *httpConn) flush() error {
 	if len(h.out) == 0 {
 		return nil
 	}
-	_, err := h.c.Write(h.out)
+	_, err := h.raw.Write(h.out)
 	h.out = h.out[:0]
 	if err != nil {
 		h.werr = err
@@ -705,6 +708,7 @@ func (h *httpConn) release(ep *endpoint, bc *backendConn) {
 // backendConn is a connection to an endpoint.
 type backendConn struct {
 	c         *net.TCPConn
+	raw       rawSock // c's reads and writes
 	rc        syscall.RawConn
 	rd        backendReader
 	br        *bufio.Reader // while it serves a request
@@ -713,8 +717,9 @@ type backendConn struct {
 
 func newBackendConn(c *net.TCPConn) *backendConn {
 	bc := &backendConn{c: c}
+	bc.raw.reset(c)
 	bc.rc, _ = c.SyscallConn()
-	bc.rd.c = c
+	bc.rd.s = &bc.raw
 	return bc
 }
 
@@ -750,7 +755,7 @@ func (bc *backendConn) open() bool {
 // so that a streamed body goes on as it comes, in as few writes as the
 // endpoint's pace allows.
 type backendReader struct {
-	c *net.TCPConn
+	s *rawSock  // the endpoint connection's
 	h *httpConn // the connection the request came from
 }
 
@@ -760,7 +765,7 @@ func (r *backendReader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return r.c.Read(p)
+	return r.s.Read(p)
 }
 
 // connPool holds an endpoint's idle keep-alive connections, newest last.
