@@ -33,7 +33,9 @@
 // requests (no body, or one of at most Config.MaxBufferedBody bytes): one
 // goroutine per client connection parses each head into reused buffers
 // and writes it, less hop-by-hop headers and plus the forwarding ones, to
-// a pooled endpoint connection, then streams the response back. Heads
+// a pooled endpoint connection, then streams the response back. On
+// Linux its reads and writes are raw system calls that wait in Go's
+// poller only when the socket is not ready (h1raw_linux.go). Heads
 // with ambiguous framing (Content-Length with Transfer-Encoding,
 // differing lengths, obs-fold) get a 400. Any other connection it does
 // not serve (upgrades such as websockets, Expect: 100-continue, chunked
