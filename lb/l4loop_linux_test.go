@@ -417,12 +417,14 @@ func TestL4LoopIdleTimeout(t *testing.T) {
 	stop := make(chan struct{})
 	go func() {
 		buf := make([]byte, 1)
+		pace := time.NewTicker(20 * time.Millisecond) // traffic well within the idle timeout
+		defer pace.Stop()
 		for {
 			select {
 			case <-stop:
 				done <- nil
 				return
-			default:
+			case <-pace.C:
 			}
 			if _, err := busy.Write([]byte{'x'}); err != nil {
 				done <- err
@@ -432,7 +434,6 @@ func TestL4LoopIdleTimeout(t *testing.T) {
 				done <- err
 				return
 			}
-			time.Sleep(20 * time.Millisecond) // traffic well within the idle timeout
 		}
 	}()
 	for _, c := range []*net.TCPConn{idle, half} {
