@@ -41,6 +41,10 @@ type Tags struct {
 	Labels map[string]string
 	// Version is the node's Shoal version.
 	Version string
+	// Filling says the node has just started and takes its share of the
+	// replicas (placement.Node.Filling) until it alone runs every slot it
+	// owns.
+	Filling bool
 }
 
 // MaxRuntimeReason is the longest Tags.RuntimeReason that Encode sends.
@@ -60,6 +64,7 @@ const (
 	tagRuntimeReady  = "rt"
 	tagRuntimeReason = "rr"
 	tagVersion       = "v"
+	tagFilling       = "fill"
 	tagLabelPrefix   = "l."
 )
 
@@ -96,6 +101,9 @@ func (t Tags) Encode() (map[string]string, error) {
 	}
 	if t.RuntimeReady {
 		m[tagRuntimeReady] = "1"
+	}
+	if t.Filling {
+		m[tagFilling] = "1"
 	}
 	put(tagVersion, t.Version)
 	for k, v := range t.Labels {
@@ -195,6 +203,15 @@ func (t *Tags) decodeOne(k, v string) error {
 			t.RuntimeReady = true
 		case "0":
 			t.RuntimeReady = false
+		default:
+			return fmt.Errorf("want \"0\" or \"1\", got %s", quoteShort(v))
+		}
+	case tagFilling:
+		switch v {
+		case "1":
+			t.Filling = true
+		case "0":
+			t.Filling = false
 		default:
 			return fmt.Errorf("want \"0\" or \"1\", got %s", quoteShort(v))
 		}

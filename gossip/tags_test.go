@@ -26,6 +26,7 @@ func fullTags() Tags {
 		RuntimeReason: "",
 		Labels:        map[string]string{"zone": "a", "disk": "ssd"},
 		Version:       "0.1.0",
+		Filling:       true,
 	}
 }
 
@@ -67,6 +68,7 @@ func TestTagsEncodeShortKeys(t *testing.T) {
 		"id": "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo", "pp": "7947",
 		"api": "127.0.0.1:7070", "arch": "amd64", "os": "linux", "cpu": "2.5",
 		"mem": "8589934592", "rt": "1", "v": "0.1.0", "l.zone": "a", "l.disk": "ssd",
+		"fill": "1",
 	}
 	if !maps.Equal(m, want) {
 		t.Fatalf("Encode = %v, want %v", m, want)
@@ -160,6 +162,7 @@ func TestDecodeTagsBadInput(t *testing.T) {
 		{"memory negative", map[string]string{"mem": "-1"}},
 		{"memory overflow", map[string]string{"mem": "99999999999999999999"}},
 		{"runtime ready word", map[string]string{"rt": "true"}},
+		{"filling word", map[string]string{"fill": "yes"}},
 		{"empty label key", map[string]string{"l.": "x"}},
 	}
 	for _, tt := range tests {
@@ -210,6 +213,7 @@ func tagsGen() *rapid.Generator[Tags] {
 			CPUs:          rapid.Float64Range(0, 1024).Draw(t, "cpu"),
 			Memory:        rapid.Int64Min(0).Draw(t, "mem"),
 			RuntimeReady:  rapid.Bool().Draw(t, "rt"),
+			Filling:       rapid.Bool().Draw(t, "fill"),
 			RuntimeReason: rapid.StringN(0, 40, 40).Draw(t, "rr"),
 			Version:       short.Draw(t, "v"),
 		}

@@ -82,9 +82,14 @@ type Agent struct {
 	lb         *lb.Balancer // routing mesh, created by Run
 	lbs        *lbState
 	runtimeErr atomic.Pointer[string] // why the runtime is not ready; "" = ready
-	replicas   *replicaSet            // reconcile loop, probes, status view (replicas.go)
-	standby    *standbyMetrics        // failover standby (standby.go)
-	plainLn    net.Listener           // plain image listener, with ImageTransferPlain
+	// filling is advertised in the tags from the start until this node
+	// alone runs every slot it owns (placement.Node.Filling).
+	filling        atomic.Bool
+	fillingExpired atomic.Bool     // maxFilling passed since the start
+	tagsMu         sync.Mutex      // advertise: tags read and set as one step
+	replicas       *replicaSet     // reconcile loop, probes, status view (replicas.go)
+	standby        *standbyMetrics // failover standby (standby.go)
+	plainLn        net.Listener    // plain image listener, with ImageTransferPlain
 }
 
 // memberView is an immutable snapshot of the membership.
@@ -114,6 +119,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	notReady := "no container runtime driver"
 	a.runtimeErr.Store(&notReady)
+	a.filling.Store(true)
 	a.members.Store(&memberView{byPeer: map[peer.ID]gossip.Member{}})
 	return a, nil
 }
@@ -405,7 +411,16 @@ func (a *Agent) tags() gossip.Tags {
 		RuntimeReason: *a.runtimeErr.Load(),
 		Labels:        a.cfg.Labels,
 		Version:       Version,
+		Filling:       a.filling.Load(),
 	}
+}
+
+// advertise sets the gossip tags to the current tags(). Reading and
+// setting under one lock keeps an older value from overwriting a newer one.
+func (a *Agent) advertise() error {
+	a.tagsMu.Lock()
+	defer a.tagsMu.Unlock()
+	return a.cluster.SetTags(a.tags())
 }
 
 // allowPeer is the peer plane's gater: only current members may connect.
@@ -557,7 +572,7 @@ func (a *Agent) checkRuntime(ctx context.Context) {
 			a.log.Warn("container runtime not ready", "reason", reason)
 		}
 		if a.cluster != nil {
-			if err := a.cluster.SetTags(a.tags()); err != nil {
+			if err := a.advertise(); err != nil {
 				a.log.Error("advertising runtime readiness failed", "err", err)
 			}
 		}

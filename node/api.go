@@ -163,6 +163,7 @@ func (a *Agent) apiNode(m gossip.Member) api.Node {
 	n.Labels, n.Arch, n.OS, n.Version = t.Labels, t.Arch, t.OS, t.Version
 	n.Capacity = api.Capacity{CPUs: t.CPUs, Memory: t.Memory}
 	n.Runtime = api.RuntimeStatus{Ready: t.RuntimeReady, Reason: t.RuntimeReason}
+	n.Filling = t.Filling
 	return n
 }
 

@@ -78,3 +78,11 @@ func (a *Agent) ActionsDone() uint64 {
 	return a.replicas.done
 }
 func (a *Agent) Passes() int64 { return a.replicas.passes.Load() }
+
+// SetMaxFilling sets how long a node may advertise that it is filling,
+// and returns a func that restores it. Only for agents started after.
+func SetMaxFilling(d time.Duration) (restore func()) {
+	old := maxFilling
+	maxFilling = d
+	return func() { maxFilling = old }
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -16,10 +17,30 @@ import (
 )
 
 // Every node computes the owner of every replica slot from its own view
-// (alive and suspect members, live specs). placement is pure and
-// deterministic, so nodes with the same view agree without talking.
-// A suspect member keeps its slots until it is declared failed, so a slow
-// probe does not move replicas.
+// (alive and suspect members, their tags, live specs, and where replicas
+// run now: the replica status view). placement is pure and deterministic,
+// so nodes with the same view agree without talking. A suspect member
+// keeps its slots until it is declared failed, so a slow probe does not
+// move replicas.
+//
+// Holders. A slot stays where a replica of it runs while the placement's
+// rules allow (placement's package doc, "Holders"): a node that leaves
+// moves only its own slots. The holders of a slot are the nodes whose
+// status lists a container of it that is not being stopped, whether they
+// still own it or hand it off (Leaving): a slot handed off stays held by
+// its old node until the new owner's copy is healthy, so the placement
+// does not change while the hand-offs run. A slot a node owns but has no
+// container of yet (pending) is not held: claims travel with a delay, and
+// the placement of unheld slots does not depend on them.
+//
+// Filling. A node starts with the filling tag set: it keeps the slots it
+// runs before any other holder (an agent restarted while its containers
+// ran adopts them, though other nodes started copies meanwhile), and
+// takes slots from others up to its fair share (a node that joined or came
+// back empty). It clears the tag once it alone runs every slot it owns
+// (checkFilling). Because the flag is a tag, every node sees it with the
+// membership itself, and it does not change while the node starts the
+// slots it takes.
 
 // placementView is one computed placement and the inputs it came from.
 type placementView struct {
@@ -27,6 +48,9 @@ type placementView struct {
 	services []placement.Service
 	result   *placement.Result
 	owned    []placement.Slot // this node's slots
+	// warm says the replica status view was warm when the inputs were
+	// read: the holders include the peers' replicas.
+	warm bool
 }
 
 // placementState is the agent's current placement.
@@ -50,17 +74,30 @@ func (a *Agent) kickPlacement() {
 	}
 }
 
-// placementLoop recomputes whenever membership or the specs change.
+// placementLoop recomputes whenever membership, the specs or the replica
+// status view change.
 func (a *Agent) placementLoop(ctx context.Context) {
+	fillDeadline := time.NewTimer(maxFilling)
+	defer fillDeadline.Stop()
 	for {
+		status := a.replicas.status.watch()
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.placement.kick:
-			a.recomputePlacement()
+		case <-status:
+		case <-fillDeadline.C:
+			a.fillingExpired.Store(true)
+			a.checkFilling(a.placement.view.Load())
 		}
+		a.recomputePlacement()
 	}
 }
+
+// maxFilling bounds how long a node advertises that it is filling: a slot
+// it owns that cannot start (its image is nowhere, say) must not keep it
+// filling for ever. A variable for tests.
+var maxFilling = 2 * time.Minute
 
 // placementInputs converts this node's view to placement's input.
 func (a *Agent) placementInputs() ([]placement.Node, []placement.Service) {
@@ -77,6 +114,7 @@ func (a *Agent) placementInputs() ([]placement.Node, []placement.Service) {
 			n.Labels, n.Arch, n.OS = t.Labels, t.Arch, t.OS
 			n.CPUs, n.Memory, n.Weight = t.CPUs, t.Memory, t.CPUs
 			n.Schedulable = t.RuntimeReady
+			n.Filling = t.Filling
 			if !t.RuntimeReady {
 				n.Reason = "runtime not ready"
 				if t.RuntimeReason != "" {
@@ -86,6 +124,7 @@ func (a *Agent) placementInputs() ([]placement.Node, []placement.Service) {
 		}
 		nodes = append(nodes, n)
 	}
+	holders := a.holders()
 	var services []placement.Service
 	for _, e := range a.store.List() {
 		s, err := spec.Decode(e.Value)
@@ -99,19 +138,46 @@ func (a *Agent) placementInputs() ([]placement.Node, []placement.Service) {
 			Constraints: s.Constraints,
 			CPUs:        s.Resources.CPUs,
 			Memory:      int64(s.Resources.Memory),
+			Holders:     holders[s.Name],
 		})
 	}
 	return nodes, services
 }
 
+// holders returns, per service and slot, the live nodes that run a
+// container of it that is not being stopped (see "Holders" above).
+func (a *Agent) holders() map[string]map[int][]string {
+	out := make(map[string]map[int][]string)
+	for _, r := range a.ReplicaStatus() {
+		if r.Container == "" || r.State == "stopping" {
+			continue
+		}
+		h := out[r.Service]
+		if h == nil {
+			h = make(map[int][]string)
+			out[r.Service] = h
+		}
+		if !slices.Contains(h[r.Slot], r.Node) {
+			h[r.Slot] = append(h[r.Slot], r.Node)
+		}
+	}
+	return out
+}
+
 // recomputePlacement computes placement from the current view and logs
 // what this node gained or lost.
 func (a *Agent) recomputePlacement() {
+	warm := a.statusWarm()
 	nodes, services := a.placementInputs()
+	if old := a.placement.view.Load(); len(old.nodes) > 0 && old.warm == warm &&
+		reflect.DeepEqual(old.nodes, nodes) && reflect.DeepEqual(old.services, services) {
+		a.checkFilling(old)
+		return // a status change that moved no holder
+	}
 	start := time.Now()
 	res := placement.Compute(nodes, services, placement.Options{})
 	a.metrics.placementSeconds.Observe(time.Since(start).Seconds())
-	v := &placementView{nodes: nodes, services: services, result: res, owned: res.Owned(a.cfg.Name)}
+	v := &placementView{nodes: nodes, services: services, result: res, owned: res.Owned(a.cfg.Name), warm: warm}
 	old := a.placement.view.Swap(v)
 	if gained, lost := slotDiff(old.owned, v.owned); len(gained)+len(lost) > 0 {
 		a.log.Info("owned slots changed", "owned", len(v.owned), "gained", gained, "lost", lost)
@@ -120,6 +186,59 @@ func (a *Agent) recomputePlacement() {
 		a.log.Warn("unplaceable slots", "count", n, "first", res.Unplaceable[0].Slot.String(), "reason", res.Unplaceable[0].Reason)
 	}
 	a.placementChanged()
+	a.checkFilling(v)
+}
+
+// statusWarm reports whether the replica status view has the peers'
+// documents (or gave up waiting for them, see statusPullLoop).
+func (a *Agent) statusWarm() bool {
+	select {
+	case <-a.replicas.status.warmed():
+		return true
+	default:
+		return false
+	}
+}
+
+// checkFilling clears this node's filling tag once, in a warm view, it
+// owns slots and runs a healthy replica of every one of them that no
+// other node holds (or it owns none).
+func (a *Agent) checkFilling(v *placementView) {
+	if !a.filling.Load() || a.cluster == nil {
+		return
+	}
+	expired := a.fillingExpired.Load()
+	if !v.warm && !expired {
+		return // the others' replicas are not known yet
+	}
+	mine := make(map[placement.Slot]bool)
+	others := make(map[placement.Slot]bool)
+	for _, r := range a.ReplicaStatus() {
+		sl := placement.Slot{Service: r.Service, Index: r.Slot}
+		switch {
+		case r.Node == a.cfg.Name:
+			if r.Healthy && r.State == "running" && !r.Leaving {
+				mine[sl] = true
+			}
+		case r.Container != "" && r.State != "stopping":
+			others[sl] = true
+		}
+	}
+	for _, sl := range v.owned {
+		if (!mine[sl] || others[sl]) && !expired {
+			return
+		}
+	}
+	if expired {
+		a.log.Warn("still filling after the limit; advertising the end anyway", "limit", maxFilling)
+	}
+	a.filling.Store(false)
+	if err := a.advertise(); err != nil {
+		a.filling.Store(true)
+		a.log.Error("advertising the end of filling failed", "err", err)
+		return
+	}
+	a.log.Info("filled up: this node alone runs every slot it owns", "owned", len(v.owned))
 }
 
 // slotDiff lists the slots in b but not a (gained) and in a but not b.

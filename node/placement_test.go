@@ -187,3 +187,200 @@ func ownerOf(p api.Placement, svc string, slot int) (string, bool) {
 	}
 	return "", false
 }
+
+// With holders, a failed node's slots move and no other slot does; the
+// node, back empty, takes slots up to its fair share (only those the
+// others let go or that rank it first) and then clears its filling tag;
+// an agent that crashed while its containers ran keeps them when it comes
+// back, although the others started copies meanwhile.
+func TestPlacementFollowsHolders(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 5})
+	ctx := ctxT(t)
+	services := []string{"a", "b", "c", "d"}
+	const replicas = 4
+	for _, name := range services {
+		s := spec.Spec{Name: name, Image: "demo:1", Replicas: replicas}
+		if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled := func() error {
+		for _, s := range services {
+			if err := checkOwners(t, c, s, replicas); err != nil {
+				return err
+			}
+		}
+		for _, n := range c.Running() {
+			nodes, err := n.Client.Nodes(ctx)
+			if err != nil {
+				return err
+			}
+			for _, m := range nodes {
+				if m.Filling && m.Status == "alive" {
+					return fmt.Errorf("%s sees %s filling", n.Name, m.Name)
+				}
+			}
+		}
+		return nil
+	}
+	owners := func() map[string]string {
+		out := map[string]string{}
+		for _, a := range c.Running()[0].Agent().Placement().Assignments {
+			out[a.Slot.String()] = a.Node
+		}
+		return out
+	}
+	busiest := func(except string) *testenv.Node {
+		var best *testenv.Node
+		most := -1
+		for _, n := range c.Running() {
+			if k := len(n.Agent().OwnedSlots()); n.Name != except && k > most {
+				best, most = n, k
+			}
+		}
+		return best
+	}
+	c.Eventually(30*time.Second, settled)
+
+	// A node fails: only its slots move.
+	victim := busiest("")
+	before := owners()
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, settled)
+	after := owners()
+	for slot, o := range before {
+		if o != victim.Name && after[slot] != o {
+			t.Errorf("%s moved from %s to %s, though only %s failed", slot, o, after[slot], victim.Name)
+		}
+	}
+
+	// It comes back empty (its containers went with the machine): it
+	// takes slots, no more than its fair share, and nothing else moves.
+	f := victim.Runtime().(*runtime.Fake)
+	list, err := f.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range list {
+		if err := f.Stop(ctx, r.ID, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := victim.Start(c.Nodes[(victim.Index+1)%len(c.Nodes)].GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, settled)
+	back := owners()
+	took := 0
+	for slot, o := range back {
+		switch {
+		case o == victim.Name:
+			took++
+		case after[slot] != o:
+			t.Errorf("%s moved from %s to %s when %s came back", slot, after[slot], o, victim.Name)
+		}
+	}
+	fair := (len(services)*replicas + len(c.Nodes) - 1) / len(c.Nodes)
+	if took == 0 || took > fair {
+		t.Errorf("%s came back and took %d slots, want 1 to %d", victim.Name, took, fair)
+	}
+
+	// An agent crashes, its containers keep running; the others start
+	// copies of its slots. Back, it keeps its own and the copies stop.
+	crashed := busiest("")
+	ids := map[string]bool{}
+	for _, s := range services {
+		for _, r := range running(t, crashed.Runtime().(*runtime.Fake), s) {
+			ids[r.ID] = true
+		}
+	}
+	if err := crashed.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, func() error {
+		for _, s := range services {
+			total := 0
+			for _, n := range c.Running() {
+				total += len(running(t, n.Runtime().(*runtime.Fake), s))
+			}
+			if total != replicas {
+				return fmt.Errorf("%d containers of %s run on the survivors, want %d", total, s, replicas)
+			}
+		}
+		return nil
+	})
+	if err := crashed.Start(c.Nodes[(crashed.Index+1)%len(c.Nodes)].GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, settled)
+	now := map[string]bool{}
+	for _, s := range services {
+		for _, r := range running(t, crashed.Runtime().(*runtime.Fake), s) {
+			now[r.ID] = true
+		}
+	}
+	for id := range ids {
+		if !now[id] {
+			t.Errorf("%s no longer runs %s after its agent came back", crashed.Name, id)
+		}
+	}
+	if len(now) != len(ids) {
+		t.Errorf("%s runs %d containers after its agent came back, %d before", crashed.Name, len(now), len(ids))
+	}
+}
+
+// A node that cannot start a slot it owns stays filling, but not for
+// ever: after the limit it advertises the end anyway.
+func TestFillingEndsAfterTheLimit(t *testing.T) {
+	defer node.SetMaxFilling(3 * time.Second)()
+	c := testenv.New(t, testenv.Options{Nodes: 3})
+	ctx := ctxT(t)
+	broken := c.Nodes[2]
+	if err := broken.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	f := broken.Runtime().(*runtime.Fake)
+	f.SetStartError(func(runtime.ReplicaSpec) error { return errors.New("image not found") })
+	if _, err := c.Nodes[0].Client.PutService(ctx, spec.Spec{Name: "web", Image: "demo:1", Replicas: 3}, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(20*time.Second, func() error { return checkOwners(t, c, "web", 3) })
+	started := time.Now()
+	if err := broken.Start(c.Nodes[0].GossipAddr()); err != nil {
+		t.Fatal(err)
+	}
+	filling := func() (bool, error) {
+		nodes, err := c.Nodes[0].Client.Nodes(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, n := range nodes {
+			if n.Name == broken.Name {
+				return n.Filling, nil
+			}
+		}
+		return false, fmt.Errorf("%s not a member", broken.Name)
+	}
+	// It owns a slot (it fills up to its share: one of three) that it
+	// cannot start, so it stays filling until the limit.
+	c.Eventually(10*time.Second, func() error {
+		if len(broken.Agent().OwnedSlots()) == 0 {
+			return fmt.Errorf("%s owns no slot", broken.Name)
+		}
+		if ok, err := filling(); err != nil || !ok {
+			return fmt.Errorf("%s not seen filling (%v)", broken.Name, err)
+		}
+		return nil
+	})
+	c.Eventually(20*time.Second, func() error {
+		if ok, err := filling(); err != nil || ok {
+			return fmt.Errorf("%s still filling (%v)", broken.Name, err)
+		}
+		return nil
+	})
+	if d := time.Since(started); d < 3*time.Second {
+		t.Errorf("filling ended %v after the start, before the 3s limit", d)
+	}
+}

@@ -265,10 +265,21 @@ func (a *Agent) replicaLoop(ctx context.Context, hasSeeds bool) {
 
 // replicasSettled reports whether the node knows enough to reconcile.
 func (a *Agent) replicasSettled(start time.Time, hasSeeds bool) bool {
-	if len(a.placement.view.Load().nodes) == 0 {
+	v := a.placement.view.Load()
+	if len(v.nodes) == 0 {
 		return false // placement not computed yet
 	}
-	return !hasSeeds || a.cluster.NumAlive() > 1 || time.Since(start) >= joinGrace
+	if !hasSeeds {
+		return true
+	}
+	// The placement depends on where the others' replicas run: wait for
+	// one computed with their status (warm is also set after joinGrace,
+	// whatever happens).
+	if !v.warm {
+		a.kickPlacement()
+		return false
+	}
+	return a.cluster.NumAlive() > 1 || time.Since(start) >= joinGrace
 }
 
 // liveSpecs decodes the live specs.

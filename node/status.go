@@ -243,7 +243,15 @@ func newStatusView(self string) *statusView {
 
 // setWarm marks the view as holding the cluster's documents; it may be
 // called more than once.
-func (v *statusView) setWarm() { v.warmOnce.Do(func() { close(v.warm) }) }
+// Watchers are woken: what the view holds now counts as complete.
+func (v *statusView) setWarm() {
+	v.warmOnce.Do(func() {
+		close(v.warm)
+		v.mu.Lock()
+		v.notifyLocked()
+		v.mu.Unlock()
+	})
+}
 
 // warmed returns a channel closed once the view is warm.
 func (v *statusView) warmed() <-chan struct{} { return v.warm }

@@ -23,7 +23,12 @@ func benchCluster() ([]Node, []Service) {
 // benchMixedCluster has weights 1 to 4, three zones, two architectures, CPU
 // capacity, and services with constraints, platforms and requests.
 func benchMixedCluster() ([]Node, []Service) {
-	ns := nodes(benchNodes)
+	return mixedCluster(benchNodes, benchServices, benchReplicas)
+}
+
+// mixedCluster is benchMixedCluster at any size.
+func mixedCluster(nodeCount, serviceCount, replicas int) ([]Node, []Service) {
+	ns := nodes(nodeCount)
 	for i := range ns {
 		ns[i].Weight = float64(1 + i%4)
 		ns[i].Labels = map[string]string{"zone": fmt.Sprint("z", i%3)}
@@ -32,7 +37,7 @@ func benchMixedCluster() ([]Node, []Service) {
 			ns[i].Arch = "arm64"
 		}
 	}
-	ss := services(benchServices, benchReplicas)
+	ss := services(serviceCount, replicas)
 	for i := range ss {
 		switch i % 10 {
 		case 0:
@@ -121,14 +126,15 @@ func BenchmarkRecomputeAfterLeave(b *testing.B) {
 }
 
 // heldHistory runs events alternating joins and leaves from a settled
-// placement of ns, each computed with the previous result as holders and
-// every node reported. It returns the mean and worst
+// placement of ns, each computed with the previous result as holders; a
+// node that joins is filling until its event is done (the agent clears
+// the flag once the node alone runs its slots). It returns the mean and worst
 // ratio to the optimum of the slots each join and each leave moved, the
 // number of slots that a computation during the hand-offs (both the old
 // and the new owners holding) placed differently, and max/mean load at the
 // end.
 func heldHistory(ns []Node, ss []Service, opts Options, events int) (jMean, jWorst, lMean, lWorst float64, handoff int, maxMean float64) {
-	cur := reported(ns)
+	cur := slices.Clone(ns)
 	r := Compute(cur, ss, opts)
 	r = Compute(cur, withHolders(ss, r), opts)
 	var jMoved, jOpt, lMoved, lOpt float64
@@ -141,6 +147,7 @@ func heldHistory(ns []Node, ss []Service, opts Options, events int) (jMean, jWor
 			// a new name; the optimum is its weighted share.
 			n := cur[(i*131)%len(cur)]
 			n.Name = fmt.Sprint("new-", i)
+			n.Filling = true
 			next = append(slices.Clone(cur), n)
 			opt = float64(len(r.Assignments)) * weightOf(n) / totalWeight(next)
 		} else {
@@ -156,6 +163,7 @@ func heldHistory(ns []Node, ss []Service, opts Options, events int) (jMean, jWor
 		} else {
 			lMoved, lOpt, lWorst = lMoved+m, lOpt+opt, max(lWorst, m/opt)
 		}
+		next = doneFilling(next)
 		cur, r = next, rn
 	}
 	// Load relative to the weighted fair share.
@@ -164,6 +172,15 @@ func heldHistory(ns []Node, ss []Service, opts Options, events int) (jMean, jWor
 		maxMean = max(maxMean, float64(loadOf(r, n.Name).Slots)/share)
 	}
 	return jMoved / jOpt, jWorst, lMoved / lOpt, lWorst, handoff, maxMean
+}
+
+// doneFilling returns ns with no node filling: the event's hand-offs are
+// done.
+func doneFilling(ns []Node) []Node {
+	for i := range ns {
+		ns[i].Filling = false
+	}
+	return ns
 }
 
 func weightOf(n Node) float64 {
@@ -182,13 +199,12 @@ func totalWeight(ns []Node) float64 {
 }
 
 // BenchmarkRecomputeHeldAfterJoin is BenchmarkRecomputeAfterJoin with the
-// slots' current holders given and every node reported. churn/opt and
+// slots' current holders given and the new node filling. churn/opt and
 // worst/opt are over the joins of a 20-event history.
 func BenchmarkRecomputeHeldAfterJoin(b *testing.B) {
 	ns, ss := benchCluster()
-	ns = reported(ns)
 	held := withHolders(ss, Compute(ns, withHolders(ss, Compute(ns, ss, Options{})), Options{}))
-	joined := append(slices.Clone(ns), Node{Name: "new-node", Schedulable: true, Reported: true})
+	joined := append(slices.Clone(ns), Node{Name: "new-node", Schedulable: true, Filling: true})
 	b.ReportAllocs()
 	for b.Loop() {
 		Compute(joined, held, Options{})
@@ -202,7 +218,6 @@ func BenchmarkRecomputeHeldAfterJoin(b *testing.B) {
 // BenchmarkRecomputeHeldAfterLeave: the same for a leave.
 func BenchmarkRecomputeHeldAfterLeave(b *testing.B) {
 	ns, ss := benchCluster()
-	ns = reported(ns)
 	held := withHolders(ss, Compute(ns, withHolders(ss, Compute(ns, ss, Options{})), Options{}))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -249,8 +249,8 @@ func newState(nodes []Node, services []Service, opts Options) *state {
 	if !(st.eps > 0) {
 		st.eps = DefaultEpsilon
 	}
-	st.setLimits()
 	st.resolveHolders()
+	st.setLimits()
 	return st
 }
 
@@ -302,9 +302,29 @@ func (st *state) resolveHolders() {
 // (see the package doc, "Load bounds"). A bound is never above ceil(f) or
 // the number of slots, and never below the fair share's ceiling, so the
 // bounds always hold every slot.
+//
+// With holders, a filling node's bound is its fair share's ceiling, or
+// the number of slots it holds if that is more (up to the bound): it
+// takes no more than its share from others, keeps what it brought back,
+// and the slots it is given all fit under the bound whichever of them it
+// holds yet (see the package doc, "Holders").
 func (st *state) setLimits() {
+	var held []int32
 	for _, id := range st.sched {
 		st.limit[id] = loadLimit(st.placeable, st.eps, st.weight[id], st.totalWeight, st.nodeH[id])
+		if !st.nodes[id].filling || st.holders == nil {
+			continue
+		}
+		if held == nil {
+			held = make([]int32, len(st.nodes))
+			for _, hs := range st.holders {
+				for _, n := range hs {
+					held[n]++
+				}
+			}
+		}
+		fair := fairCeil(st.placeable, st.weight[id], st.totalWeight)
+		st.limit[id] = min(st.limit[id], max(fair, held[id]))
 	}
 }
 
@@ -340,7 +360,10 @@ func (st *state) place() {
 			todo = st.keepRelaxed(tier, todo)
 		}
 		todo = st.run(tier, todo)
-		if tier == tierStrict {
+		if tier == tierStrict && st.holders == nil {
+			// With holders, an exchange would move a slot its holder
+			// may keep, and a computation while the exchange is carried
+			// out would undo it: the slot is placed over a bound instead.
 			todo = st.augment(todo)
 		}
 	}

@@ -46,9 +46,8 @@ const (
 	BasisRanked = "ranked"
 	// BasisHeld: the slot stays on a node that holds it.
 	BasisHeld = "held"
-	// BasisFilled: a node that held no slot (it joined, or came back empty)
-	// took it: the slot ranks that node first, or its holder had to let
-	// it go.
+	// BasisFilled: a filling node (it joined, or came back) took it: the
+	// slot ranks that node first, or its holder had to let it go.
 	BasisFilled = "filled"
 )
 
@@ -198,7 +197,7 @@ func (st *state) snapshot(e *Explanation, id int32, tier int, node int32) {
 // skipReason says which rule of tier node n fails for one more slot of sv.
 func (st *state) skipReason(sv *svcInfo, n int32, tier int) string {
 	if tier == tierFill && st.quota[n] == 0 {
-		return "not filling up (only a node that held no slot takes them from others)"
+		return "not filling up (only a node that has just joined or come back takes slots from others)"
 	}
 	if tier == tierFill && st.load[n] >= st.quota[n] {
 		return "filled up (" + strconv.Itoa(int(st.load[n])) + "/" + strconv.Itoa(int(st.quota[n])) + ")"

@@ -67,7 +67,7 @@ func decodeCluster(data []byte) ([]Node, []Service, Options) {
 	}
 	// Holders and reports last, so that older seeds decode as before.
 	for i := range ns {
-		ns[i].Reported = r.next()%2 == 1
+		ns[i].Filling = r.next()%2 == 1
 	}
 	for i := range ss {
 		for range int(r.next()) % 6 {

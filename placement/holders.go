@@ -11,10 +11,11 @@ import (
 // doc, "Holders".
 
 // keep places each held slot on its best holder that fits under every rule
-// (load bound, spread, capacity). Pairs (slot, holder) are taken in
-// descending order of score, so a node over its bound keeps the slots that
-// rank it highest and lets the weakest go. It marks the nodes that let a
-// held slot go (shedding) and returns the slots of todo it did not place.
+// (load bound, spread, capacity). Pairs (slot, holder) are taken with the
+// filling holders first (a node that came back keeps what it brought), then
+// in descending order of score, so a node over its bound keeps the slots
+// that rank it highest and lets the weakest go. It records the slots each
+// node let go (shed) and returns the slots of todo it did not place.
 func (st *state) keep(todo []int32) []int32 {
 	type pair struct {
 		score      float64
@@ -31,7 +32,8 @@ func (st *state) keep(todo []int32) []int32 {
 		return todo
 	}
 	slices.SortFunc(pairs, func(a, b pair) int {
-		return cmp.Or(cmp.Compare(b.score, a.score), cmp.Compare(a.slot, b.slot), cmp.Compare(a.node, b.node))
+		return cmp.Or(compareBool(st.nodes[b.node].filling, st.nodes[a.node].filling),
+			cmp.Compare(b.score, a.score), cmp.Compare(a.slot, b.slot), cmp.Compare(a.node, b.node))
 	})
 	for _, p := range pairs {
 		sl := &st.slots[p.slot]
@@ -48,10 +50,12 @@ func (st *state) keep(todo []int32) []int32 {
 	return st.unplaced(todo)
 }
 
-// fill lets the reported nodes that hold no slot (a node that joined, or
-// came back empty) take slots up to their quota, the fair share's ceiling.
-// (With a threshold of half the quota instead, nodes that a join had left
-// with few slots pulled their spilled first choices back: more churn.)
+// fill lets the filling nodes (Node.Filling: joined, or came back) take
+// slots up to their quota, the fair share's ceiling (their bound, see
+// setLimits). That a node fills is part of the input, not inferred from
+// what it holds: the result must not change while the node starts the
+// slots it is given one by one (an earlier rule, "a node that holds no
+// slot fills", stopped filling at the first one; BenchmarkHeldTransitions).
 //
 //  1. the slots that a holder over its bound let go in keep, each to its
 //     best-ranked filling node with room (slots held by no one are left
@@ -77,26 +81,24 @@ func (st *state) fill(todo []int32) []int32 {
 		tops  []float64
 		pulls []pull
 	)
-	// A node that gives all its slots to filling nodes may become one, and
-	// a slot given back by readmit may be one to pull: go on until nothing
+	filling := false
+	for _, n := range st.sched {
+		if st.nodes[n].filling && st.load[n] < st.limit[n] {
+			st.quota[n] = st.limit[n]
+			filling = true
+		}
+	}
+	if !filling {
+		return todo
+	}
+	// A slot given back by readmit may be one to pull: go on until nothing
 	// changes, so that the result is already what the next computation,
 	// with the hand-offs done, finds. Each pull puts a slot on its first
 	// choice, where it stays, so this ends.
 	pulled := false
-	for {
-		grew := false
-		for _, n := range st.sched {
-			if !st.nodes[n].reported || st.quota[n] > 0 {
-				continue
-			}
-			q := min(st.limit[n], fairCeil(st.placeable, st.weight[n], st.totalWeight))
-			if st.load[n] == 0 && q > 0 {
-				st.quota[n] = q
-				grew = true
-			}
-		}
+	for first := true; ; first = false {
 		todo = st.unplaced(todo) // readmit may have placed some
-		if !grew && !pulled {
+		if !first && !pulled {
 			return todo
 		}
 		pulled = false

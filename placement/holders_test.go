@@ -34,13 +34,10 @@ func withHolders(ss []Service, rs ...*Result) []Service {
 	return out
 }
 
-// reported returns a copy of ns with every node reported.
-func reported(ns []Node) []Node {
-	out := slices.Clone(ns)
-	for i := range out {
-		out[i].Reported = true
-	}
-	return out
+// filling returns n with Filling set.
+func filling(n Node) Node {
+	n.Filling = true
+	return n
 }
 
 // settle recomputes with the result as holders until nothing moves, and
@@ -59,7 +56,7 @@ func settle(t testingT, ns []Node, ss []Service, opts Options, r *Result) *Resul
 }
 
 func TestHoldersKeepASlotOffItsFirstChoice(t *testing.T) {
-	ns := nodes(5) // not reported: none of them fills up
+	ns := nodes(5) // none of them filling
 	ss := services(1, 1)
 	first, _ := Compute(ns, ss, Options{}).Owner("svc-000", 0)
 	e0, err := Explain(ns, ss, Options{}, "svc-000", 0)
@@ -119,7 +116,7 @@ func TestHoldersThatCannotHoldAreIgnored(t *testing.T) {
 // After a partition heals, slots are held on both sides: each goes to one
 // holder, the best-ranked one with room.
 func TestHoldersOnBothSidesOfAHealedPartition(t *testing.T) {
-	ns := reported(nodes(5))
+	ns := nodes(5)
 	ss := services(3, 3)
 	left, right := ns[:3], ns[3:]
 	rl, rr := Compute(left, ss, Options{}), Compute(right, ss, Options{})
@@ -148,7 +145,7 @@ func TestHoldersOnBothSidesOfAHealedPartition(t *testing.T) {
 
 // heldCluster is 100 nodes and 1,000 slots, settled with holders.
 func heldCluster(t testingT) ([]Node, []Service, *Result) {
-	ns, ss := reported(nodes(100)), services(100, 10)
+	ns, ss := nodes(100), services(100, 10)
 	return ns, ss, settle(t, ns, ss, Options{}, Compute(ns, ss, Options{}))
 }
 
@@ -176,7 +173,7 @@ func TestHoldersLeaveMovesOnlyTheLeftNodesSlots(t *testing.T) {
 
 func TestHoldersJoinTakesAboutAFairShare(t *testing.T) {
 	ns, ss, r := heldCluster(t)
-	joined := append(slices.Clone(ns), Node{Name: "new", Schedulable: true, Reported: true})
+	joined := append(slices.Clone(ns), Node{Name: "new", Schedulable: true, Filling: true})
 	after := Compute(joined, withHolders(ss, r), Options{})
 	quota := int(math.Ceil(1000.0 / 101))
 	got := loadOf(after, "new").Slots
@@ -219,11 +216,12 @@ func TestHoldersJoinTakesAboutAFairShare(t *testing.T) {
 // A node that comes back empty after its slots moved away takes back the
 // slots that rank it first.
 func TestHoldersNodeBackEmptyFillsUp(t *testing.T) {
-	ns, ss := reported(nodes(3)), services(3, 2)
+	ns, ss := nodes(3), services(3, 2)
 	r := settle(t, ns, ss, Options{}, Compute(ns, ss, Options{}))
 	before := r.Owned("node-001")
 	two := slices.Delete(slices.Clone(ns), 1, 2)
 	r2 := settle(t, two, ss, Options{}, Compute(two, withHolders(ss, r), Options{}))
+	ns[1].Filling = true
 	back := Compute(ns, withHolders(ss, r2), Options{})
 	if got := back.Owned("node-001"); !slices.Equal(got, before) {
 		t.Errorf("node back empty owns %v, it owned %v (first choices)", got, before)
@@ -240,7 +238,7 @@ func TestPropHoldersHistory(t *testing.T) {
 		kind := kindGen.Draw(t, "kind")
 		ns, ss := genCluster(t, kind, 15)
 		for i := range ns {
-			ns[i].Reported = rapid.IntRange(0, 4).Draw(t, "reported") > 0
+			ns[i].Filling = rapid.IntRange(0, 4).Draw(t, "filling") == 0
 		}
 		opts := Options{Epsilon: epsGen.Draw(t, "eps")}
 		r := Compute(ns, ss, opts)
@@ -251,7 +249,7 @@ func TestPropHoldersHistory(t *testing.T) {
 			case op == 0 || len(ns) == 0:
 				next++
 				n := genNode(t, fmt.Sprintf("new%d", next), kind)
-				n.Reported = rapid.Bool().Draw(t, "reported")
+				n.Filling = rapid.Bool().Draw(t, "filling")
 				ns = append(ns, n)
 			case op == 1:
 				i := rapid.IntRange(0, len(ns)-1).Draw(t, "leave")
@@ -289,7 +287,6 @@ func TestPropHoldersHistory(t *testing.T) {
 func TestPropHoldersDeterminism(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		ns, ss := genCluster(t, kindGen.Draw(t, "kind"), 12)
-		ns = reported(ns)
 		opts := Options{Epsilon: epsGen.Draw(t, "eps")}
 		var base *Result
 		if len(ns) > 1 {
@@ -329,7 +326,6 @@ func TestPropHoldersLeave(t *testing.T) {
 		if len(ns) < 2 {
 			return
 		}
-		ns = reported(ns)
 		opts := Options{Epsilon: epsGen.Draw(t, "eps")}
 		r := settle(t, ns, ss, opts, Compute(ns, ss, opts))
 		i := rapid.IntRange(0, len(ns)-1).Draw(t, "leave")

@@ -18,7 +18,7 @@ type nodeInfo struct {
 	weight      float64
 	schedulable bool
 	reason      string
-	reported    bool
+	filling     bool
 }
 
 // label is one constraint, kept sorted by key.
@@ -85,7 +85,7 @@ func normalizeNode(n *Node) nodeInfo {
 		weight:      w,
 		schedulable: n.Schedulable,
 		reason:      n.Reason,
-		reported:    n.Reported,
+		filling:     n.Filling,
 	}
 }
 
@@ -141,7 +141,7 @@ func compareNodes(a, b *nodeInfo) int {
 		cmp.Compare(a.weight, b.weight),
 		compareBool(a.schedulable, b.schedulable),
 		cmp.Compare(a.reason, b.reason),
-		compareBool(a.reported, b.reported),
+		compareBool(a.filling, b.filling),
 		compareLabels(a.labels, b.labels),
 	)
 }

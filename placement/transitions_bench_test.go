@@ -26,21 +26,30 @@ import (
 //
 // `go test ./placement -run '^$' -bench HeldTransitions -benchtime 1x`
 func BenchmarkHeldTransitions(b *testing.B) {
+	uniform := func(n, s, r int) ([]Node, []Service) { return nodes(n), services(s, r) }
 	for _, c := range []struct {
 		name     string
+		cluster  func(nodes, services, replicas int) ([]Node, []Service)
 		nodes    int
 		services int
 		replicas int
+		eps      float64
 		samples  int
 	}{
-		{"5nodes-12slots", 5, 4, 3, 200},
-		{"20nodes-60slots", 20, 12, 5, 100},
-		{"1000nodes-10kslots", 1000, 1000, 10, 4},
+		{"5nodes-12slots", uniform, 5, 4, 3, 0, 200},
+		{"20nodes-60slots", uniform, 20, 12, 5, 0, 100},
+		{"20nodes-60slots-eps0.1", uniform, 20, 12, 5, 0.1, 100},
+		{"1000nodes-10kslots", uniform, 1000, 1000, 10, 0, 4},
+		{"mixed-10nodes-30slots", mixedCluster, 10, 10, 3, 0, 200},
+		{"mixed-30nodes-120slots", mixedCluster, 30, 30, 4, 0, 100},
+		{"mixed-30nodes-120slots-eps0.1", mixedCluster, 30, 30, 4, 0.1, 100},
+		{"mixed-1000nodes-10kslots", mixedCluster, 1000, 1000, 10, 0, 2},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var changed, samples, movedSlots int
 			for range b.N {
-				ch, n, m := heldTransitions(nodes(c.nodes), services(c.services, c.replicas), Options{}, 10, c.samples)
+				ns, ss := c.cluster(c.nodes, c.services, c.replicas)
+				ch, n, m := heldTransitions(ns, ss, Options{Epsilon: c.eps}, 10, c.samples)
 				changed, samples, movedSlots = changed+ch, samples+n, movedSlots+m
 			}
 			b.ReportMetric(100*float64(changed)/float64(samples), "changed-%")
@@ -56,13 +65,14 @@ func BenchmarkHeldTransitions(b *testing.B) {
 // the slots moved against the target over all samples.
 func heldTransitions(ns []Node, ss []Service, opts Options, events, samples int) (changed, taken, movedSlots int) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	cur := reported(ns)
+	cur := slices.Clone(ns)
 	r := Compute(cur, withHolders(ss, Compute(cur, ss, opts)), opts)
 	for i := range events {
 		var next []Node
 		if i%2 == 0 {
 			n := cur[(i*131)%len(cur)]
 			n.Name = fmt.Sprint("new-", i)
+			n.Filling = true
 			next = append(slices.Clone(cur), n)
 		} else {
 			victim := (i * 379) % len(cur)
@@ -104,6 +114,12 @@ func heldTransitions(ns []Node, ss []Service, opts Options, events, samples int)
 			if m > 0 {
 				changed++
 			}
+		}
+		// The hand-offs are done: the new node stops filling, and the
+		// target must be a fixed point without the flag too.
+		next = doneFilling(next)
+		if m := len(moved(rn, Compute(next, withHolders(ss, rn), opts))); m > 0 {
+			changed, taken, movedSlots = changed+1, taken+1, movedSlots+m
 		}
 		cur, r = next, rn
 	}

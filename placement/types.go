@@ -53,12 +53,14 @@ type Node struct {
 	// Reason says why the node is not schedulable ("runtime not ready");
 	// shown in unplaceable reasons and explanations.
 	Reason string
-	// Reported says the caller knows every slot this node holds:
-	// Service.Holders names it wherever it holds one (the node's replica
-	// status document is in the caller's view). Only a reported node that
-	// holds no slot (it joined, or came back empty) fills up by taking
-	// slots from others; see the package doc, "Holders".
-	Reported bool
+	// Filling says the node has just joined or come back, and announces
+	// it (the agent sets it from the node's own membership tags, so every
+	// node sees the same value): its held slots stay on it before any
+	// other holder's, and while it holds fewer than its fair share it
+	// takes slots from others, up to that share. The node clears it once
+	// it alone runs every slot it owns. It has no effect without holders.
+	// See the package doc, "Holders".
+	Filling bool
 }
 
 // Service is the part of one service spec that matters to placement.

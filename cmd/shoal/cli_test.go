@@ -342,11 +342,12 @@ func TestNodes(t *testing.T) {
 	nodes := []api.Node{
 		{Name: "n2", Address: "10.0.0.2", GossipPort: 7946, Status: "failed", Runtime: api.RuntimeStatus{Reason: "containerd unreachable"}},
 		{Name: "n1", Address: "10.0.0.1", GossipPort: 7946, Status: "alive", API: "10.0.0.1:7070", Labels: map[string]string{"zone": "a", "disk": "ssd"}, Runtime: api.RuntimeStatus{Ready: true}, Self: true},
+		{Name: "n3", Address: "10.0.0.3", GossipPort: 7946, Status: "alive", Runtime: api.RuntimeStatus{Ready: true}, Filling: true},
 	}
 	f.set(func(f *fakeAPI) { f.nodes = nodes })
 	r := cli(t, f, nil, "nodes").ok(t)
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "NAME ADDRESS STATUS API LABELS RUNTIME" {
+	if len(lines) != 4 || strings.Join(strings.Fields(lines[0]), " ") != "NAME ADDRESS STATUS API LABELS RUNTIME" {
 		t.Fatalf("nodes table:\n%s", r.stdout)
 	}
 	if got := strings.Join(strings.Fields(lines[1]), " "); got != "n1 10.0.0.1 alive 10.0.0.1:7070 disk=ssd,zone=a ready" {
@@ -355,10 +356,13 @@ func TestNodes(t *testing.T) {
 	if got := strings.Join(strings.Fields(lines[2]), " "); got != "n2 10.0.0.2 failed - - not ready: containerd unreachable" {
 		t.Errorf("n2 row = %q", got)
 	}
+	if got := strings.Join(strings.Fields(lines[3]), " "); got != "n3 10.0.0.3 alive, filling - - ready" {
+		t.Errorf("n3 row = %q", got)
+	}
 
 	r = cli(t, f, nil, "nodes", "-o", "json").ok(t)
 	nodes = nil
-	if err := json.Unmarshal([]byte(r.stdout), &nodes); err != nil || len(nodes) != 2 {
+	if err := json.Unmarshal([]byte(r.stdout), &nodes); err != nil || len(nodes) != 3 || !nodes[2].Filling {
 		t.Fatalf("nodes -o json = %q (%v)", r.stdout, err)
 	}
 	for _, n := range nodes {

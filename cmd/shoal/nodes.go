@@ -15,8 +15,11 @@ func newNodesCmd(g *globals) *cobra.Command {
 		Short: "List the cluster's nodes",
 		Long: `List the cluster's nodes as the agent at --addr sees them.
 
-RUNTIME is "ready" when the node can run containers, otherwise the reason it
-cannot. With -o json the output is a JSON list of nodes.`,
+STATUS is the membership status; "alive, filling" is a node that has just
+started and takes its share of the replicas from the others (placement keeps
+the replicas it runs before any other copy), until it alone runs every slot
+it owns. RUNTIME is "ready" when the node can run containers, otherwise the
+reason it cannot. With -o json the output is a JSON list of nodes.`,
 		Args: nArgs(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -44,7 +47,11 @@ cannot. With -o json the output is a JSON list of nodes.`,
 						rt += ": " + n.Runtime.Reason
 					}
 				}
-				t.row(n.Name, n.Address, n.Status, n.API, joinKV(n.Labels, ","), rt)
+				status := n.Status
+				if n.Filling {
+					status += ", filling"
+				}
+				t.row(n.Name, n.Address, status, n.API, joinKV(n.Labels, ","), rt)
 			}
 			return t.flush()
 		},

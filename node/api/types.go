@@ -32,6 +32,9 @@ type Node struct {
 	Runtime RuntimeStatus `json:"runtime"`
 	// Version is the node's Shoal version.
 	Version string `json:"version,omitempty"`
+	// Filling is true while the node, just started, takes its share of
+	// the replicas and has not yet alone run every slot it owns.
+	Filling bool `json:"filling,omitempty"`
 	// Self is true for the node that answered.
 	Self bool `json:"self,omitempty"`
 }
