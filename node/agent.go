@@ -87,6 +87,7 @@ type Agent struct {
 	filling        atomic.Bool
 	fillingExpired atomic.Bool     // maxFilling passed since the start
 	tagsMu         sync.Mutex      // advertise: tags read and set as one step
+	startPeers     []string        // the known peers saved by the previous run
 	replicas       *replicaSet     // reconcile loop, probes, status view (replicas.go)
 	standby        *standbyMetrics // failover standby (standby.go)
 	plainLn        net.Listener    // plain image listener, with ImageTransferPlain

@@ -33,11 +33,11 @@ import (
 // container of yet (pending) is not held: claims travel with a delay, and
 // the placement of unheld slots does not depend on them.
 //
-// Filling. A node starts with the filling tag set: it keeps the slots it
-// runs before any other holder (an agent restarted while its containers
-// ran adopts them, though other nodes started copies meanwhile), and
-// takes slots from others up to its fair share (a node that joined or came
-// back empty). It clears the tag once it alone runs every slot it owns
+// Filling. A node starts with the filling tag set: it keeps the slots
+// whose containers it adopted at start (Replica.Adopted) before any other
+// holder (an agent restarted while its containers ran keeps them, though
+// other nodes started copies meanwhile), and takes slots from others up
+// to its fair share (a node that joined or came back empty). It clears the tag once it alone runs every slot it owns
 // (checkFilling). Because the flag is a tag, every node sees it with the
 // membership itself, and it does not change while the node starts the
 // slots it takes.
@@ -124,7 +124,7 @@ func (a *Agent) placementInputs() ([]placement.Node, []placement.Service) {
 		}
 		nodes = append(nodes, n)
 	}
-	holders := a.holders()
+	holders, adopted := a.holders()
 	var services []placement.Service
 	for _, e := range a.store.List() {
 		s, err := spec.Decode(e.Value)
@@ -139,29 +139,47 @@ func (a *Agent) placementInputs() ([]placement.Node, []placement.Service) {
 			CPUs:        s.Resources.CPUs,
 			Memory:      int64(s.Resources.Memory),
 			Holders:     holders[s.Name],
+			Adopted:     adopted[s.Name],
 		})
 	}
 	return nodes, services
 }
 
 // holders returns, per service and slot, the live nodes that run a
-// container of it that is not being stopped (see "Holders" above).
-func (a *Agent) holders() map[string]map[int][]string {
-	out := make(map[string]map[int][]string)
+// container of it that is not being stopped (see "Holders" above), and
+// the one of them whose container is the oldest of those their agents
+// adopted when they started. When every agent restarts, copies that the
+// last ones to stop started for the first ones are adopted too: the
+// original is the oldest.
+func (a *Agent) holders() (holders, adopted map[string]map[int][]string) {
+	holders = make(map[string]map[int][]string)
+	adopted = make(map[string]map[int][]string)
+	oldest := make(map[slotKey]api.Replica)
 	for _, r := range a.ReplicaStatus() {
 		if r.Container == "" || r.State == "stopping" {
 			continue
 		}
-		h := out[r.Service]
+		h := holders[r.Service]
 		if h == nil {
 			h = make(map[int][]string)
-			out[r.Service] = h
+			holders[r.Service] = h
 		}
 		if !slices.Contains(h[r.Slot], r.Node) {
 			h[r.Slot] = append(h[r.Slot], r.Node)
 		}
+		k := slotKey{r.Service, r.Slot}
+		if o, ok := oldest[k]; r.Adopted && (!ok || r.StartedAt.Before(o.StartedAt) ||
+			(r.StartedAt.Equal(o.StartedAt) && r.Node < o.Node)) {
+			oldest[k] = r
+		}
 	}
-	return out
+	for k, r := range oldest {
+		if adopted[k.Service] == nil {
+			adopted[k.Service] = make(map[int][]string)
+		}
+		adopted[k.Service][k.Slot] = []string{r.Node}
+	}
+	return holders, adopted
 }
 
 // recomputePlacement computes placement from the current view and logs

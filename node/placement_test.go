@@ -204,25 +204,7 @@ func TestPlacementFollowsHolders(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settled := func() error {
-		for _, s := range services {
-			if err := checkOwners(t, c, s, replicas); err != nil {
-				return err
-			}
-		}
-		for _, n := range c.Running() {
-			nodes, err := n.Client.Nodes(ctx)
-			if err != nil {
-				return err
-			}
-			for _, m := range nodes {
-				if m.Filling && m.Status == "alive" {
-					return fmt.Errorf("%s sees %s filling", n.Name, m.Name)
-				}
-			}
-		}
-		return nil
-	}
+	settled := func() error { return settledFilled(t, c, services, replicas) }
 	owners := func() map[string]string {
 		out := map[string]string{}
 		for _, a := range c.Running()[0].Agent().Placement().Assignments {
@@ -383,4 +365,79 @@ func TestFillingEndsAfterTheLimit(t *testing.T) {
 	if d := time.Since(started); d < 3*time.Second {
 		t.Errorf("filling ended %v after the start, before the 3s limit", d)
 	}
+}
+
+// Every agent is stopped (gracefully, one after the other) and started
+// again while their containers run: every container is adopted and none
+// is replaced, although the first agents up see slots whose holders are
+// not back yet and start copies of them.
+func TestRestartEveryAgentKeepsContainers(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 4})
+	ctx := ctxT(t)
+	services := []string{"a", "b", "c"}
+	for _, name := range services {
+		if _, err := c.Nodes[0].Client.PutService(ctx, spec.Spec{Name: name, Image: "demo:1", Replicas: 3}, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settled := func() error { return settledFilled(t, c, services, 3) }
+	ids := func() map[string]string {
+		out := map[string]string{}
+		for _, n := range c.Nodes {
+			for _, s := range services {
+				for _, r := range running(t, n.Runtime().(*runtime.Fake), s) {
+					out[r.ID] = n.Name
+				}
+			}
+		}
+		return out
+	}
+	c.Eventually(30*time.Second, settled)
+	before := ids()
+	for _, n := range c.Nodes {
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, len(c.Nodes))
+	for i, n := range c.Nodes {
+		go func() { errs <- n.Start(c.Nodes[(i+1)%len(c.Nodes)].GossipAddr()) }()
+	}
+	for range c.Nodes {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Eventually(60*time.Second, settled)
+	after := ids()
+	for id, node := range before {
+		if after[id] != node {
+			t.Errorf("container %s of %s was replaced after the restart", id, node)
+		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("%d containers run after the restart, %d before", len(after), len(before))
+	}
+}
+
+// settledFilled checks that the running nodes run exactly the slots of
+// services that placement gives them and that none sees a node filling.
+func settledFilled(t *testing.T, c *testenv.Cluster, services []string, replicas int) error {
+	for _, s := range services {
+		if err := checkOwners(t, c, s, replicas); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.Running() {
+		nodes, err := n.Client.Nodes(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, m := range nodes {
+			if m.Filling && m.Status == "alive" {
+				return fmt.Errorf("%s sees %s filling", n.Name, m.Name)
+			}
+		}
+	}
+	return nil
 }

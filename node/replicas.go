@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoalmesh/shoal/gossip"
 	"github.com/shoalmesh/shoal/node/api"
 	"github.com/shoalmesh/shoal/node/spec"
 	"github.com/shoalmesh/shoal/runtime"
@@ -34,9 +35,11 @@ import (
 // ends, and every replicaResync regardless.
 //
 // Before its first pass the loop waits for the node to settle: placement
-// computed, and, if the node has peers to join, at least one other member
-// alive (or joinGrace passed). Otherwise a restarted agent would see
-// itself alone and start every slot of every service.
+// computed, and, if the node has peers to join, a placement computed with
+// their replica status, at least one other member alive and every peer it
+// knew a member again (alive or known to be down), or joinGrace passed.
+// Otherwise a restarted agent would see itself alone and start every slot
+// of every service.
 
 // Timings of the replica loop.
 const (
@@ -103,6 +106,11 @@ type replicaSet struct {
 	// decided the stop until a pass lists the containers after it ended
 	// (the value: 0 while under way, then done when it ended).
 	stopping map[string]uint64
+	// adopted are the containers the first pass of this agent found (by
+	// ID; nil before it): they ran before it started. The status says
+	// so, and placement keeps them here first while this node is filling
+	// (placement.Service.Adopted).
+	adopted map[string]bool
 	// done counts the actions that have ended; doneAt maps a slot to
 	// the count when its last action ended. A pass skips the slots whose
 	// action ended while it listed the containers: its list may predate
@@ -197,6 +205,7 @@ func (a *Agent) startReplicas(ctx context.Context, wg *sync.WaitGroup) {
 	a.registerLogsHandler(ctx)
 	hasSeeds := len(a.cfg.Join) > 0
 	if known, _ := loadKnownPeers(a.cfg.DataDir); len(known) > 0 {
+		a.startPeers = known
 		hasSeeds = true
 	}
 	wg.Add(4)
@@ -279,7 +288,29 @@ func (a *Agent) replicasSettled(start time.Time, hasSeeds bool) bool {
 		a.kickPlacement()
 		return false
 	}
-	return a.cluster.NumAlive() > 1 || time.Since(start) >= joinGrace
+	if time.Since(start) >= joinGrace {
+		return true
+	}
+	return a.cluster.NumAlive() > 1 && a.knownPeersBack()
+}
+
+// knownPeersBack reports whether every peer this node knew when it
+// started (its saved list) is a member again, alive or known to be down.
+// When every agent restarts at once, the first ones up would otherwise
+// start copies of the slots of those not up yet, and, with placement
+// keeping slots where they run, some copies would outlast the containers
+// their agents adopt on return. joinGrace bounds the wait (a peer that
+// is gone for good, or moved to another address).
+func (a *Agent) knownPeersBack() bool {
+	members := a.members.Load().list
+	for _, addr := range a.startPeers {
+		if !slices.ContainsFunc(members, func(m gossip.Member) bool {
+			return m.Addr.IsValid() && net.JoinHostPort(m.Addr.String(), strconv.Itoa(m.Port)) == addr
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 // liveSpecs decodes the live specs.
@@ -335,6 +366,12 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		}
 	}
 	r.prepared = prepared
+	if r.adopted == nil {
+		r.adopted = make(map[string]bool, len(actual))
+		for _, c := range actual {
+			r.adopted[c.ID] = true
+		}
+	}
 	r.local = make(map[slotKey]bool, len(actual))
 	r.localAt = listedAt
 	for _, c := range actual {
@@ -680,7 +717,7 @@ func (a *Agent) localStatus(desired []runtime.ReplicaSpec, actual []runtime.Repl
 			Service: c.Service, Slot: c.Slot, Node: a.cfg.Name, Container: c.ID,
 			Version: c.Version, Image: c.Image, StartedAt: c.StartedAt.UTC(),
 			Restarts: r.slots[k].Restarts, LastError: r.lastErr[k],
-			Leaving: !owned[k],
+			Leaving: !owned[k], Adopted: r.adopted[c.ID],
 		}
 		s, known := specs[c.Service]
 		if known {

@@ -43,6 +43,9 @@ type slotInfo struct {
 	// filled says a filling node took the slot (fill); a pull may give
 	// it back to the holder that let it go (readmit).
 	filled bool
+	// relaxed says the ranked placement put it over a bound or beside
+	// another replica of its service (tierOverBound, tierShared).
+	relaxed bool
 }
 
 // hitem is a slot in the queue with its best candidate node and score.
@@ -138,8 +141,16 @@ type state struct {
 	// holders are, per slot id, the eligible nodes that hold the slot now,
 	// by descending score (Service.Holders); nil without holders.
 	holders [][]int32
+	// brought are, per slot id, the filling holders that brought it back
+	// (Service.Adopted); nil if none.
+	brought [][]int32
 	shed    map[int32][]int32 // node -> held slots it let go in keep, strongest first
 	quota   []int32           // slots a filling node takes at most
+	// top is each slot's first choice (-1: none) once fill ran (nil
+	// otherwise), and fcLoad per node the slots it owns that rank it
+	// first.
+	top    []int32
+	fcLoad []int32
 
 	// trace, when set, is called when slot traceSlot is placed (node >= 0)
 	// or given up (node -1); Explain uses it.
@@ -155,9 +166,66 @@ type state struct {
 // arguments and is safe for concurrent use. See the package documentation
 // for the algorithm.
 func Compute(nodes []Node, services []Service, opts Options) *Result {
-	st := newState(nodes, services, opts)
-	st.place()
+	_, st := pinRelaxed(nodes, services, opts)
 	return st.result()
+}
+
+// maxPinRounds bounds the computations pinRelaxed makes.
+const maxPinRounds = 4
+
+// pinRelaxed computes the placement and, with holders, makes it one that
+// does not change while it is carried out when a rule had to be relaxed.
+// A slot that the ranked placement could place only over a bound or
+// beside another replica of its service (spread forces it onto a full
+// node, say) takes room from slots that ranked higher there; once its new
+// owner holds it, keep places it before them, and they go elsewhere. So
+// such a slot is placed first from the start: it is pinned as if its new
+// owner held it, and the placement computed again (each round pins more;
+// at most maxPinRounds). It returns the services with the pins as holders
+// and the placed state.
+func pinRelaxed(nodes []Node, services []Service, opts Options) ([]Service, *state) {
+	for round := 1; ; round++ {
+		st := newState(nodes, services, opts)
+		st.place()
+		if st.holders == nil || round == maxPinRounds {
+			return services, st
+		}
+		var pins []Assignment
+		for i := range st.svcs {
+			sv := &st.svcs[i]
+			for j := range sv.replicas {
+				id := sv.firstSlot + int32(j)
+				sl := &st.slots[id]
+				if sl.relaxed && !slices.Contains(st.holdersOf(id), sl.node) {
+					pins = append(pins, Assignment{Slot: Slot{Service: sv.name, Index: j}, Node: st.nodes[sl.node].name})
+				}
+			}
+		}
+		if len(pins) == 0 {
+			return services, st
+		}
+		services = withPins(services, pins)
+	}
+}
+
+// withPins returns a copy of services in which each pinned node is also a
+// holder of its slot.
+func withPins(services []Service, pins []Assignment) []Service {
+	out := slices.Clone(services)
+	for _, p := range pins {
+		for i := range out {
+			if out[i].Name != p.Service {
+				continue
+			}
+			h := make(map[int][]string, len(out[i].Holders)+1)
+			for k, v := range out[i].Holders {
+				h[k] = v
+			}
+			h[p.Index] = append(slices.Clip(h[p.Index]), p.Node)
+			out[i].Holders = h
+		}
+	}
+	return out
 }
 
 func newState(nodes []Node, services []Service, opts Options) *state {
@@ -287,7 +355,25 @@ func (st *state) resolveHolders() {
 			}
 			st.holders[id] = ids
 		}
+		// Filling holders that brought the slot back keep it first.
+		for _, a := range sv.adopted {
+			id := sv.firstSlot + int32(a.index)
+			for _, n := range st.holdersOf(id) {
+				if st.nodes[n].filling && slices.Contains(a.nodes, st.nodes[n].name) {
+					if st.brought == nil {
+						st.brought = make([][]int32, len(st.slots))
+					}
+					st.brought[id] = append(st.brought[id], n)
+				}
+			}
+		}
 	}
+}
+
+// broughtBack reports whether filling node n brought slot id back (see
+// Service.Adopted).
+func (st *state) broughtBack(id, n int32) bool {
+	return st.brought != nil && slices.Contains(st.brought[id], n)
 }
 
 // setLimits sets every schedulable node's load bound.
@@ -417,7 +503,11 @@ func (st *state) fits(sv *svcInfo, n int32, tier int) bool {
 	if tier == tierStrict && st.load[n] >= st.limit[n] {
 		return false
 	}
-	if tier == tierFill && st.load[n] >= st.quota[n] { // quota <= limit; 0 if not filling
+	// A filling node takes the slots others let go up to its quota,
+	// not counting the slots it holds that rank it first: those are
+	// pulls (fill), which come after and fill the rest of the quota. So
+	// a computation while the node starts its slots gives the same.
+	if tier == tierFill && (st.load[n]-st.fcLoad[n] >= st.quota[n] || st.load[n] >= st.limit[n]) {
 		return false
 	}
 	if tier <= tierOverBound && st.held(sv, n) >= st.perNode(sv, n) {
@@ -472,12 +562,16 @@ func (st *state) assign(id, n int32, tier int) {
 	}
 	sl.node = n
 	sl.filled = tier == tierFill
+	sl.relaxed = tier == tierOverBound || tier == tierShared
 	if tier == tierFill {
 		sl.moved = true // rank computed by result: it may be any filling node
 	}
 	sl.next = st.head[n]
 	st.head[n] = id
 	st.load[n]++
+	if st.top != nil && st.top[id] == n {
+		st.fcLoad[n]++
+	}
 	st.cpuUsed[n] = satAdd(st.cpuUsed[n], sv.cpu)
 	st.memUsed[n] = satAdd(st.memUsed[n], sv.mem)
 	if sv.count != nil {
@@ -500,6 +594,9 @@ func (st *state) unassign(id int32) {
 	}
 	sl.node, sl.next = -1, -1
 	st.load[n]--
+	if st.top != nil && st.top[id] == n {
+		st.fcLoad[n]--
+	}
 	st.cpuUsed[n] -= sv.cpu
 	st.memUsed[n] -= sv.mem
 	if sv.count != nil {
@@ -655,9 +752,22 @@ func (st *state) displayScore(id, n int32) float64 {
 // rank returns the number of eligible nodes of the slot's service ranked
 // above node n.
 func (st *state) rank(id, n int32) int {
+	if st.top != nil && st.top[id] == n {
+		return 0 // fill found every slot's first choice
+	}
 	sv := &st.svcs[st.slots[id].svc]
-	sc := st.score(id, n)
 	r := 0
+	if st.uniform { // the scan of score without its conversions
+		h := st.slots[id].hash
+		k := uniformKey(pairHash(st.nodeH[n], h))
+		for _, m := range sv.eligible {
+			if km := uniformKey(pairHash(st.nodeH[m], h)); km > k || (km == k && m < n) {
+				r++
+			}
+		}
+		return r
+	}
+	sc := st.score(id, n)
 	for _, m := range sv.eligible {
 		if s := st.score(id, m); s > sc || (s == sc && m < n) {
 			r++

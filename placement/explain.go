@@ -84,6 +84,8 @@ type Candidate struct {
 // or ErrSlotOutOfRange if the slot does not exist. Explain is pure and safe
 // for concurrent use; it costs one Compute.
 func Explain(nodes []Node, services []Service, opts Options, service string, index int) (*Explanation, error) {
+	held := newState(nodes, services, opts) // the holders the caller gave
+	services, _ = pinRelaxed(nodes, services, opts)
 	st := newState(nodes, services, opts)
 	si, ok := slices.BinarySearchFunc(st.svcs, service, func(s svcInfo, name string) int {
 		return cmp.Compare(s.name, name)
@@ -97,8 +99,8 @@ func Explain(nodes []Node, services []Service, opts Options, service string, ind
 	}
 	id := sv.firstSlot + int32(index)
 	e := &Explanation{Slot: Slot{Service: service, Index: index}, Rank: -1}
-	for _, n := range st.holdersOf(id) {
-		e.Holders = append(e.Holders, st.nodes[n].name)
+	for _, n := range held.holdersOf(id) {
+		e.Holders = append(e.Holders, held.nodes[n].name)
 	}
 	if len(sv.eligible) == 0 {
 		st.snapshot(e, id, numTiers-1, -1)

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"maps"
 	"math"
 	"reflect"
 	"slices"
@@ -78,6 +79,17 @@ func decodeCluster(data []byte) ([]Node, []Service, Options) {
 			ss[i].Holders[idx] = append(ss[i].Holders[idx], r.pick("a", "b", "c", "d", "e", "", "node-1", "zz", "a"))
 		}
 	}
+	// Adopted copies after that.
+	for i := range ss {
+		for _, idx := range slices.Sorted(maps.Keys(ss[i].Holders)) {
+			if hs := ss[i].Holders[idx]; len(hs) > 0 && r.next()%3 == 0 {
+				if ss[i].Adopted == nil {
+					ss[i].Adopted = map[int][]string{}
+				}
+				ss[i].Adopted[idx] = append(ss[i].Adopted[idx], hs[0], r.pick("a", "zz", ""))
+			}
+		}
+	}
 	return ns, ss, opts
 }
 
@@ -91,6 +103,7 @@ func FuzzCompute(f *testing.F) {
 	f.Add([]byte{6, 11, 0, 0, 0, 7, 5, 6, 1, 0, 1, 1, 1, 2, 3, 4, 1, 1, 2, 2, 2, 5, 5, 5, 1, 0, 0, 3, 3, 3, 0, 1, 2, 7, 255, 6, 5, 1, 3, 19, 2, 2, 0, 2})
 	f.Add([]byte("a fairly long seed that decodes into a mixed cluster with several services and nodes"))
 	f.Add([]byte("a longer seed that decodes into a mixed cluster with several services and nodes, then holders: nodes reported, slots held by one, two or unknown nodes"))
+	f.Add([]byte("an even longer seed that decodes into a mixed cluster with several services and nodes, then holders, filling nodes, and copies adopted by the nodes that hold them, or by nodes that do not"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ns, ss, opts := decodeCluster(data)
 		r := Compute(ns, ss, opts)

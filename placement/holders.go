@@ -11,11 +11,11 @@ import (
 // doc, "Holders".
 
 // keep places each held slot on its best holder that fits under every rule
-// (load bound, spread, capacity). Pairs (slot, holder) are taken with the
-// filling holders first (a node that came back keeps what it brought), then
-// in descending order of score, so a node over its bound keeps the slots
-// that rank it highest and lets the weakest go. It records the slots each
-// node let go (shed) and returns the slots of todo it did not place.
+// (load bound, spread, capacity). Pairs (slot, holder) are taken with those
+// of filling holders that brought the slot back first (Service.Adopted),
+// then in descending order of score, so a node over its bound keeps the
+// slots that rank it highest and lets the weakest go. It records the slots
+// each node let go (shed) and returns the slots of todo it did not place.
 func (st *state) keep(todo []int32) []int32 {
 	type pair struct {
 		score      float64
@@ -32,7 +32,7 @@ func (st *state) keep(todo []int32) []int32 {
 		return todo
 	}
 	slices.SortFunc(pairs, func(a, b pair) int {
-		return cmp.Or(compareBool(st.nodes[b.node].filling, st.nodes[a.node].filling),
+		return cmp.Or(compareBool(st.broughtBack(b.slot, b.node), st.broughtBack(a.slot, a.node)),
 			cmp.Compare(b.score, a.score), cmp.Compare(a.slot, b.slot), cmp.Compare(a.node, b.node))
 	})
 	for _, p := range pairs {
@@ -91,6 +91,20 @@ func (st *state) fill(todo []int32) []int32 {
 	if !filling {
 		return todo
 	}
+	top = make([]int32, len(st.slots))
+	tops = make([]float64, len(st.slots))
+	for id := range st.slots {
+		top[id] = -1
+		if len(st.svcs[st.slots[id].svc].eligible) > 0 {
+			top[id], tops[id] = st.best(int32(id), tierAny, false, 0, 0)
+		}
+	}
+	st.top, st.fcLoad = top, make([]int32, len(st.nodes)) // top also serves result's ranks
+	for id := range st.slots {
+		if n := st.slots[id].node; n >= 0 && top[id] == n {
+			st.fcLoad[n]++
+		}
+	}
 	// A slot given back by readmit may be one to pull: go on until nothing
 	// changes, so that the result is already what the next computation,
 	// with the hand-offs done, finds. Each pull puts a slot on its first
@@ -118,22 +132,12 @@ func (st *state) fill(todo []int32) []int32 {
 			st.q = make(queue, 0, len(displaced))
 			todo = append(free, st.run(tierFill, displaced)...)
 		}
-		if top == nil {
-			top = make([]int32, len(st.slots))
-			tops = make([]float64, len(st.slots))
-			for id := range st.slots {
-				top[id] = -1
-				if len(st.svcs[st.slots[id].svc].eligible) > 0 {
-					top[id], tops[id] = st.best(int32(id), tierAny, false, 0, 0)
-				}
-			}
-		}
 		pulls = pulls[:0]
 		for id := range st.slots {
 			sl := &st.slots[id]
 			t := top[id]
-			if sl.node < 0 || t < 0 || t == sl.node || st.quota[t] == 0 {
-				continue
+			if sl.node < 0 || t < 0 || t == sl.node || st.quota[t] == 0 || st.broughtBack(int32(id), sl.node) {
+				continue // a filling node keeps what it brought back
 			}
 			pulls = append(pulls, pull{tops[id], int32(id), t})
 		}
@@ -141,18 +145,53 @@ func (st *state) fill(todo []int32) []int32 {
 			return cmp.Or(cmp.Compare(b.score, a.score), cmp.Compare(a.slot, b.slot))
 		})
 		for _, p := range pulls {
-			sv := &st.svcs[st.slots[p.slot].svc]
-			if !st.fits(sv, p.node, tierFill) {
+			sl := &st.slots[p.slot]
+			sv := &st.svcs[sl.svc]
+			if !st.fitsPull(sv, p.node, p.score) {
 				continue
 			}
-			from := st.slots[p.slot].node
+			from, filled, moved := sl.node, sl.filled, sl.moved
 			st.unassign(p.slot)
 			st.assign(p.slot, p.node, tierFill)
-			st.slots[p.slot].moved = true
-			st.readmit(from, top)
+			sl.moved = true
+			// The holder may take back a slot it let go, possibly from
+			// this node: the pull must leave the node within its bound
+			// once that is done.
+			back, backFrom, idx := st.readmit(from, top)
+			if st.load[p.node] > st.limit[p.node] {
+				st.undoReadmit(from, back, backFrom, idx)
+				st.unassign(p.slot)
+				st.assign(p.slot, from, tierKept)
+				sl.filled, sl.moved = filled, moved
+				continue
+			}
 			pulled = true
 		}
 	}
+}
+
+// fitsPull reports whether filling node n can pull a slot of sv that
+// ranks it first with score. Pulls are taken in descending order of score,
+// and of the slots n holds that rank it first only those that score
+// higher count against the quota: the others are later pulls that n
+// started already, so a computation while n starts its slots one by one
+// pulls the same ones.
+func (st *state) fitsPull(sv *svcInfo, n int32, score float64) bool {
+	load := st.load[n] - st.fcLoad[n]
+	for id := st.head[n]; id >= 0; id = st.slots[id].next {
+		if st.top[id] == n && st.score(id, n) > score {
+			load++
+		}
+	}
+	if load >= st.quota[n] {
+		return false
+	}
+	// Spread and capacity as in the strict tier.
+	if st.held(sv, n) >= st.perNode(sv, n) {
+		return false
+	}
+	nd := &st.nodes[n]
+	return room(st.cpuUsed[n], sv.cpu, nd.cpuCap) && room(st.memUsed[n], sv.mem, nd.memCap)
 }
 
 // readmit gives node n, which a pull just left with room, back the
@@ -162,7 +201,11 @@ func (st *state) fill(todo []int32) []int32 {
 // that loses a slot to a pull would end below its bound, and the next
 // computation, while the hand-offs run and n still holds the slot it let
 // go, would keep that slot on n: a second move.
-func (st *state) readmit(n int32, top []int32) {
+//
+// It returns the slot it gave back (-1 if none), the node it took it from
+// (-1 if none) and its index in n's shed list, so that undoReadmit can
+// reverse it.
+func (st *state) readmit(n int32, top []int32) (slot, from int32, idx int) {
 	for i, id := range st.shed[n] {
 		sl := &st.slots[id]
 		if sl.node == n || (sl.node >= 0 && (!sl.filled || sl.node == top[id])) {
@@ -180,8 +223,21 @@ func (st *state) readmit(n int32, top []int32) {
 		}
 		st.assign(id, n, tierKept)
 		st.shed[n] = slices.Delete(st.shed[n], i, i+1)
+		return id, prev, i
+	}
+	return -1, -1, -1
+}
+
+// undoReadmit reverses readmit(n) that returned slot, from and idx.
+func (st *state) undoReadmit(n, slot, from int32, idx int) {
+	if slot < 0 {
 		return
 	}
+	st.unassign(slot)
+	if from >= 0 {
+		st.assign(slot, from, tierFill)
+	}
+	st.shed[n] = slices.Insert(st.shed[n], idx, slot)
 }
 
 // keepRelaxed places each slot of todo that has holders on its best holder

@@ -361,3 +361,48 @@ func explainSlot(t *rapid.T, ns []Node, ss []Service, opts Options, slot string)
 	}
 	return e
 }
+
+// A filling node keeps a slot it brought back (its copy ran when it
+// restarted) before any other holder, even a better-ranked filling one
+// that started its copy meanwhile; without the flag, or for a copy it did
+// not bring back, the better-ranked holder keeps the slot.
+func TestHoldersFillingNodeKeepsWhatItBroughtBack(t *testing.T) {
+	ns := nodes(5)
+	ss := services(1, 1)
+	e, err := Explain(ns, ss, Options{}, "svc-000", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	best, back := e.Candidates[0].Node, e.Candidates[3].Node
+	idx := func(name string) int {
+		return slices.IndexFunc(ns, func(n Node) bool { return n.Name == name })
+	}
+	for _, tt := range []struct {
+		name               string
+		fillBack, fillBest bool
+		adopted            []string
+		want               string
+	}{
+		{"brought back, filling", true, true, []string{back}, back},
+		{"brought back, not filling", false, true, []string{back}, best},
+		{"not brought back", true, true, nil, best},
+		{"both brought back", true, true, []string{back, best}, best},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := slices.Clone(ns)
+			ns[idx(back)].Filling, ns[idx(best)].Filling = tt.fillBack, tt.fillBest
+			ss := services(1, 1)
+			ss[0].Holders = map[int][]string{0: {best, back}}
+			ss[0].Adopted = map[int][]string{0: tt.adopted}
+			r := Compute(ns, ss, Options{})
+			if got, _ := r.Owner("svc-000", 0); got != tt.want {
+				t.Errorf("owner %s, want %s", got, tt.want)
+			}
+			e, err := Explain(ns, ss, Options{}, "svc-000", 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertExplanationMatches(t, ns, ss, Options{}, e)
+		})
+	}
+}

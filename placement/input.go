@@ -37,6 +37,7 @@ type svcInfo struct {
 	hash        uint64
 	firstSlot   int32         // id of slot name/0
 	holders     []slotHolders // sorted by index; names sorted, unique
+	adopted     []slotHolders // Service.Adopted, the same way
 
 	eligible []int32 // node ids passing the static checks, ascending
 	perNode  int     // replicas per node before spread is relaxed (uniform weights)
@@ -116,15 +117,24 @@ func normalizeService(s *Service) svcInfo {
 	slices.SortFunc(sv.platforms, func(a, b platform) int {
 		return cmp.Or(cmp.Compare(a.os, b.os), cmp.Compare(a.arch, b.arch))
 	})
-	for i, names := range s.Holders {
-		if i < 0 || i >= sv.replicas || len(names) == 0 {
+	sv.holders = normalizeHolders(s.Holders, sv.replicas)
+	sv.adopted = normalizeHolders(s.Adopted, sv.replicas)
+	return sv
+}
+
+// normalizeHolders sorts a slot -> names map by index, with the names
+// sorted and unique, dropping indices out of range and empty lists.
+func normalizeHolders(m map[int][]string, replicas int) []slotHolders {
+	var out []slotHolders
+	for i, names := range m {
+		if i < 0 || i >= replicas || len(names) == 0 {
 			continue
 		}
 		names = slices.Compact(slices.Sorted(slices.Values(names)))
-		sv.holders = append(sv.holders, slotHolders{i, names})
+		out = append(out, slotHolders{i, names})
 	}
-	slices.SortFunc(sv.holders, func(a, b slotHolders) int { return cmp.Compare(a.index, b.index) })
-	return sv
+	slices.SortFunc(out, func(a, b slotHolders) int { return cmp.Compare(a.index, b.index) })
+	return out
 }
 
 // compareNodes orders nodes by name, then by every other field, so that a
@@ -161,10 +171,13 @@ func compareServices(a, b *svcInfo) int {
 		slices.CompareFunc(a.platforms, b.platforms, func(x, y platform) int {
 			return cmp.Or(cmp.Compare(x.os, y.os), cmp.Compare(x.arch, y.arch))
 		}),
-		slices.CompareFunc(a.holders, b.holders, func(x, y slotHolders) int {
-			return cmp.Or(cmp.Compare(x.index, y.index), slices.Compare(x.nodes, y.nodes))
-		}),
+		slices.CompareFunc(a.holders, b.holders, compareSlotHolders),
+		slices.CompareFunc(a.adopted, b.adopted, compareSlotHolders),
 	)
+}
+
+func compareSlotHolders(x, y slotHolders) int {
+	return cmp.Or(cmp.Compare(x.index, y.index), slices.Compare(x.nodes, y.nodes))
 }
 
 func compareBool(a, b bool) int {

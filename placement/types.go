@@ -55,9 +55,10 @@ type Node struct {
 	Reason string
 	// Filling says the node has just joined or come back, and announces
 	// it (the agent sets it from the node's own membership tags, so every
-	// node sees the same value): its held slots stay on it before any
-	// other holder's, and while it holds fewer than its fair share it
-	// takes slots from others, up to that share. The node clears it once
+	// node sees the same value): the slots it brought back
+	// (Service.Adopted) stay on it before any other holder's, and while
+	// it holds fewer than its fair share it takes slots from others, up
+	// to that share. The node clears it once
 	// it alone runs every slot it owns. It has no effect without holders.
 	// See the package doc, "Holders".
 	Filling bool
@@ -89,13 +90,20 @@ type Service struct {
 	// Node.Memory. 0 or negative requests nothing.
 	Memory int64
 	// Holders maps a slot index to the nodes that hold the slot now: run
-	// a replica of it, or own it and are about to (the replica status
-	// view). A slot stays on a holder while the rules allow, so that a
-	// join or leave moves few slots; see the package doc, "Holders".
-	// Indices out of range, unknown names and nodes that may not hold the
-	// slot (ineligible, not schedulable) are ignored. nil (the default)
-	// makes placement a function of nodes and specs alone.
+	// a replica of it (the replica status view). A slot stays on a holder
+	// while the rules allow, so that a join or leave moves few slots; see
+	// the package doc, "Holders". Indices out of range, unknown names and
+	// nodes that may not hold the slot (ineligible, not schedulable) are
+	// ignored. nil (the default) makes placement a function of nodes and
+	// specs alone.
 	Holders map[int][]string
+	// Adopted names, per slot, the holders whose copy was already running
+	// when their node (re)started: the copies a filling node brought
+	// back. Such a holder keeps the slot before any other holder while it
+	// is filling, so that an agent restarted while its containers ran
+	// keeps them, though others started copies meanwhile. Names that are
+	// not holders are ignored.
+	Adopted map[int][]string
 }
 
 // Options tune Compute and Explain. The zero value is the default.

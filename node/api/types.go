@@ -188,6 +188,10 @@ type Replica struct {
 	// slot: it keeps the container until the slot's new owner runs a
 	// healthy replica of it (make-before-break), then stops it.
 	Leaving bool `json:"leaving,omitempty"`
+	// Adopted is set on a container that ran before its node's agent
+	// (re)started: the agent adopted it. While the node is filling,
+	// placement keeps its slot there before any other copy.
+	Adopted bool `json:"adopted,omitempty"`
 }
 
 // PrefetchRequest is the body of POST /v1/images/prefetch.
