@@ -34,10 +34,13 @@ import (
 // the placement of unheld slots does not depend on them.
 //
 // Filling. A node starts with the filling tag set: it keeps the slots
-// whose containers it adopted at start (Replica.Adopted) before any other
-// holder (an agent restarted while its containers ran keeps them, though
-// other nodes started copies meanwhile), and takes slots from others up
-// to its fair share (a node that joined or came back empty). It clears the tag once it alone runs every slot it owns
+// whose containers it adopted at start (Replica.Adopted; of several
+// adopted copies, the oldest) before any other holder (an agent restarted
+// while its containers ran keeps them, though other nodes started copies
+// meanwhile), and takes slots from others up to its fair share (a node
+// that joined or came back empty). It publishes the containers it adopts
+// before its first reconcile pass, which waits for a placement that
+// counts them (publishAdopted). It clears the tag once it alone runs every slot it owns
 // (checkFilling). Because the flag is a tag, every node sees it with the
 // membership itself, and it does not change while the node starts the
 // slots it takes.
@@ -51,6 +54,9 @@ type placementView struct {
 	// warm says the replica status view was warm when the inputs were
 	// read: the holders include the peers' replicas.
 	warm bool
+	// version is the version of this node's own status document when
+	// the inputs were read (0: none yet).
+	version uint64
 }
 
 // placementState is the agent's current placement.
@@ -168,8 +174,7 @@ func (a *Agent) holders() (holders, adopted map[string]map[int][]string) {
 			h[r.Slot] = append(h[r.Slot], r.Node)
 		}
 		k := slotKey{r.Service, r.Slot}
-		if o, ok := oldest[k]; r.Adopted && (!ok || r.StartedAt.Before(o.StartedAt) ||
-			(r.StartedAt.Equal(o.StartedAt) && r.Node < o.Node)) {
+		if o, ok := oldest[k]; r.Adopted && (!ok || olderCopy(r, o)) {
 			oldest[k] = r
 		}
 	}
@@ -186,8 +191,12 @@ func (a *Agent) holders() (holders, adopted map[string]map[int][]string) {
 // what this node gained or lost.
 func (a *Agent) recomputePlacement() {
 	warm := a.statusWarm()
+	var version uint64
+	if d, ok := a.replicas.status.local(); ok {
+		version = d.Version
+	}
 	nodes, services := a.placementInputs()
-	if old := a.placement.view.Load(); len(old.nodes) > 0 && old.warm == warm &&
+	if old := a.placement.view.Load(); len(old.nodes) > 0 && old.warm == warm && old.version == version &&
 		reflect.DeepEqual(old.nodes, nodes) && reflect.DeepEqual(old.services, services) {
 		a.checkFilling(old)
 		return // a status change that moved no holder
@@ -195,7 +204,7 @@ func (a *Agent) recomputePlacement() {
 	start := time.Now()
 	res := placement.Compute(nodes, services, placement.Options{})
 	a.metrics.placementSeconds.Observe(time.Since(start).Seconds())
-	v := &placementView{nodes: nodes, services: services, result: res, owned: res.Owned(a.cfg.Name), warm: warm}
+	v := &placementView{nodes: nodes, services: services, result: res, owned: res.Owned(a.cfg.Name), warm: warm, version: version}
 	old := a.placement.view.Swap(v)
 	if gained, lost := slotDiff(old.owned, v.owned); len(gained)+len(lost) > 0 {
 		a.log.Info("owned slots changed", "owned", len(v.owned), "gained", gained, "lost", lost)
@@ -216,6 +225,19 @@ func (a *Agent) statusWarm() bool {
 	default:
 		return false
 	}
+}
+
+// olderCopy reports whether replica a started before b. A copy without a
+// start time (created, its start cut short) counts as the newest; ties go
+// to the node name.
+func olderCopy(a, b api.Replica) bool {
+	switch {
+	case a.StartedAt.IsZero() != b.StartedAt.IsZero():
+		return b.StartedAt.IsZero()
+	case !a.StartedAt.Equal(b.StartedAt):
+		return a.StartedAt.Before(b.StartedAt)
+	}
+	return a.Node < b.Node
 }
 
 // checkFilling clears this node's filling tag once, in a warm view, it

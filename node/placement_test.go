@@ -367,10 +367,10 @@ func TestFillingEndsAfterTheLimit(t *testing.T) {
 	}
 }
 
-// Every agent is stopped (gracefully, one after the other) and started
-// again while their containers run: every container is adopted and none
-// is replaced, although the first agents up see slots whose holders are
-// not back yet and start copies of them.
+// Every agent is stopped (gracefully) and started again, one after the
+// other, while their containers run: every container is adopted and none
+// is replaced. The first agents up see slots whose holders are not back
+// yet, and every agent is filling when it starts.
 func TestRestartEveryAgentKeepsContainers(t *testing.T) {
 	c := testenv.New(t, testenv.Options{Nodes: 4})
 	ctx := ctxT(t)
@@ -399,12 +399,8 @@ func TestRestartEveryAgentKeepsContainers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	errs := make(chan error, len(c.Nodes))
 	for i, n := range c.Nodes {
-		go func() { errs <- n.Start(c.Nodes[(i+1)%len(c.Nodes)].GossipAddr()) }()
-	}
-	for range c.Nodes {
-		if err := <-errs; err != nil {
+		if err := n.Start(c.Nodes[(i+1)%len(c.Nodes)].GossipAddr()); err != nil {
 			t.Fatal(err)
 		}
 	}

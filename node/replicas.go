@@ -238,6 +238,7 @@ func (a *Agent) replicaLoop(ctx context.Context, hasSeeds bool) {
 	defer wakeTimer.Stop()
 
 	start := time.Now()
+	a.publishAdopted(ctx)
 	settled := false
 	for {
 		if !settled {
@@ -272,11 +273,49 @@ func (a *Agent) replicaLoop(ctx context.Context, hasSeeds bool) {
 	}
 }
 
+// publishAdopted lists the containers that run here before this agent
+// does anything, records them as adopted, and publishes them as this
+// node's replica status (not healthy yet, and Leaving: nothing is owned
+// yet). So the placement this node and its peers compute before its first
+// pass already counts them as held here: otherwise a node that restarts
+// while its containers run would look empty, take other slots while
+// filling, and start them beside its own.
+func (a *Agent) publishAdopted(ctx context.Context) {
+	drv := a.cfg.Runtime
+	if drv == nil {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, listTimeout)
+	listed, err := drv.List(lctx)
+	cancel()
+	if err != nil {
+		a.log.Warn("listing containers at start failed", "err", err)
+		return
+	}
+	actual, _ := splitPrepared(listed)
+	r := a.replicas
+	r.mu.Lock()
+	if r.adopted == nil {
+		r.adopted = make(map[string]bool, len(actual))
+		for _, c := range actual {
+			r.adopted[c.ID] = true
+		}
+	}
+	r.mu.Unlock()
+	if len(actual) > 0 {
+		r.status.setLocal(a.localStatus(nil, actual, a.liveSpecs(), nil), time.Now())
+	}
+}
+
 // replicasSettled reports whether the node knows enough to reconcile.
 func (a *Agent) replicasSettled(start time.Time, hasSeeds bool) bool {
 	v := a.placement.view.Load()
 	if len(v.nodes) == 0 {
 		return false // placement not computed yet
+	}
+	if d, ok := a.replicas.status.local(); ok && v.version < d.Version {
+		a.kickPlacement()
+		return false // computed before the adopted containers were published
 	}
 	if !hasSeeds {
 		return true

@@ -314,12 +314,12 @@ func TestPropHoldersDeterminism(t *testing.T) {
 }
 
 // TestPropHoldersLeave: from a settled placement, a node leaves. Apart
-// from the slots taken by nodes filling up (a node that held no slot,
-// whose fair share grew), the leave moves the left node's slots and, for
-// each of them at most, one slot that an exchange moved to make room under
-// spread (augment, as without holders). Slots of services with more
-// replicas than nodes are left out: their per-node share changes with the
-// cluster's weight.
+// from the slots taken by filling nodes, the leave moves the left node's
+// slots and, for each of them at most, one slot that it displaced: when
+// every node that may take it is at its bound, it goes over the bound of
+// one, is pinned there (see pinRelaxed), and that node's weakest slot
+// moves. Slots of services with more replicas than nodes are left out:
+// their per-node share changes with the cluster's weight.
 func TestPropHoldersLeave(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		ns, ss := genCluster(t, rapid.SampledFrom([]clusterKind{plain, weighted}).Draw(t, "kind"), 20)
