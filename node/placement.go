@@ -240,16 +240,16 @@ func olderCopy(a, b api.Replica) bool {
 	return a.Node < b.Node
 }
 
-// checkFilling clears this node's filling tag once, in a warm view, it
-// owns slots and runs a healthy replica of every one of them that no
-// other node holds (or it owns none).
+// checkFilling clears this node's filling tag once, in a warm view that
+// counts its own replicas, it runs a healthy replica of every slot it
+// owns that no other node holds (or it owns none).
 func (a *Agent) checkFilling(v *placementView) {
 	if !a.filling.Load() || a.cluster == nil {
 		return
 	}
 	expired := a.fillingExpired.Load()
-	if !v.warm && !expired {
-		return // the others' replicas are not known yet
+	if (!v.warm || v.version == 0) && !expired {
+		return // the others' replicas, or this node's own, are not counted yet
 	}
 	mine := make(map[placement.Slot]bool)
 	others := make(map[placement.Slot]bool)
