@@ -47,6 +47,19 @@ type Tags struct {
 	Filling bool
 }
 
+// decodeFlag sets *b from a flag tag's value, "1" or "0".
+func decodeFlag(v string, b *bool) error {
+	switch v {
+	case "1":
+		*b = true
+	case "0":
+		*b = false
+	default:
+		return fmt.Errorf("want \"0\" or \"1\", got %s", quoteShort(v))
+	}
+	return nil
+}
+
 // MaxRuntimeReason is the longest Tags.RuntimeReason that Encode sends.
 const MaxRuntimeReason = 128
 
@@ -198,23 +211,9 @@ func (t *Tags) decodeOne(k, v string) error {
 		}
 		t.Memory = n
 	case tagRuntimeReady:
-		switch v {
-		case "1":
-			t.RuntimeReady = true
-		case "0":
-			t.RuntimeReady = false
-		default:
-			return fmt.Errorf("want \"0\" or \"1\", got %s", quoteShort(v))
-		}
+		return decodeFlag(v, &t.RuntimeReady)
 	case tagFilling:
-		switch v {
-		case "1":
-			t.Filling = true
-		case "0":
-			t.Filling = false
-		default:
-			return fmt.Errorf("want \"0\" or \"1\", got %s", quoteShort(v))
-		}
+		return decodeFlag(v, &t.Filling)
 	case tagRuntimeReason:
 		t.RuntimeReason = v
 	case tagVersion:
