@@ -44,10 +44,15 @@ func knownPeers(self string, members []gossip.Member) []string {
 		if m.Name == self || m.Status == gossip.StatusLeft || !m.Addr.IsValid() {
 			continue
 		}
-		out = append(out, net.JoinHostPort(m.Addr.String(), strconv.Itoa(m.Port)))
+		out = append(out, memberAddr(m))
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// memberAddr is m's gossip address as knownPeers saves it.
+func memberAddr(m gossip.Member) string {
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(m.Port))
 }
 
 // saveKnownPeers writes the list atomically (temp file and rename).

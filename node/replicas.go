@@ -295,15 +295,22 @@ func (a *Agent) publishAdopted(ctx context.Context) {
 	actual, _ := splitPrepared(listed)
 	r := a.replicas
 	r.mu.Lock()
-	if r.adopted == nil {
-		r.adopted = make(map[string]bool, len(actual))
-		for _, c := range actual {
-			r.adopted[c.ID] = true
-		}
-	}
+	r.adoptLocked(actual)
 	r.mu.Unlock()
 	if len(actual) > 0 {
 		r.status.setLocal(a.localStatus(nil, actual, a.liveSpecs(), nil), time.Now())
+	}
+}
+
+// adoptLocked records actual as the adopted containers, once: the first
+// listing of this agent's run.
+func (r *replicaSet) adoptLocked(actual []runtime.Replica) {
+	if r.adopted != nil {
+		return
+	}
+	r.adopted = make(map[string]bool, len(actual))
+	for _, c := range actual {
+		r.adopted[c.ID] = true
 	}
 }
 
@@ -313,8 +320,10 @@ func (a *Agent) replicasSettled(start time.Time, hasSeeds bool) bool {
 	if len(v.nodes) == 0 {
 		return false // placement not computed yet
 	}
+	// The status view's watchers (placementLoop) recompute when the
+	// view turns warm and when this node's document changes; a changed
+	// placement kicks this loop.
 	if d, ok := a.replicas.status.local(); ok && v.version < d.Version {
-		a.kickPlacement()
 		return false // computed before the adopted containers were published
 	}
 	if !hasSeeds {
@@ -324,7 +333,6 @@ func (a *Agent) replicasSettled(start time.Time, hasSeeds bool) bool {
 	// one computed with their status (warm is also set after joinGrace,
 	// whatever happens).
 	if !v.warm {
-		a.kickPlacement()
 		return false
 	}
 	if time.Since(start) >= joinGrace {
@@ -344,7 +352,7 @@ func (a *Agent) knownPeersBack() bool {
 	members := a.members.Load().list
 	for _, addr := range a.startPeers {
 		if !slices.ContainsFunc(members, func(m gossip.Member) bool {
-			return m.Addr.IsValid() && net.JoinHostPort(m.Addr.String(), strconv.Itoa(m.Port)) == addr
+			return m.Addr.IsValid() && memberAddr(m) == addr
 		}) {
 			return false
 		}
@@ -405,12 +413,7 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 		}
 	}
 	r.prepared = prepared
-	if r.adopted == nil {
-		r.adopted = make(map[string]bool, len(actual))
-		for _, c := range actual {
-			r.adopted[c.ID] = true
-		}
-	}
+	r.adoptLocked(actual) // if publishAdopted's listing failed
 	r.local = make(map[slotKey]bool, len(actual))
 	r.localAt = listedAt
 	for _, c := range actual {

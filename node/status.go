@@ -241,9 +241,9 @@ func newStatusView(self string) *statusView {
 	}
 }
 
-// setWarm marks the view as holding the cluster's documents; it may be
+// setWarm marks the view as holding the cluster's documents, and wakes
+// the watchers: what the view holds now counts as complete. It may be
 // called more than once.
-// Watchers are woken: what the view holds now counts as complete.
 func (v *statusView) setWarm() {
 	v.warmOnce.Do(func() {
 		close(v.warm)

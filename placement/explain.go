@@ -82,7 +82,7 @@ type Candidate struct {
 // Explain computes the same placement as Compute and returns how slot
 // service/index was placed. It returns an error wrapping ErrUnknownService
 // or ErrSlotOutOfRange if the slot does not exist. Explain is pure and safe
-// for concurrent use; it costs one Compute.
+// for concurrent use; it costs one Compute and one more placement.
 func Explain(nodes []Node, services []Service, opts Options, service string, index int) (*Explanation, error) {
 	held := newState(nodes, services, opts) // the holders the caller gave
 	services, _ = pinRelaxed(nodes, services, opts)
@@ -201,10 +201,11 @@ func (st *state) skipReason(sv *svcInfo, n int32, tier int) string {
 	if tier == tierFill && st.quota[n] == 0 {
 		return "not filling up (only a node that has just joined or come back takes slots from others)"
 	}
-	if tier == tierFill && st.load[n] >= st.quota[n] {
-		return "filled up (" + strconv.Itoa(int(st.load[n])) + "/" + strconv.Itoa(int(st.quota[n])) + ")"
+	if tier == tierFill && st.load[n]-st.fcLoad[n] >= st.quota[n] { // as fits counts it
+		return "filled up (" + strconv.Itoa(int(st.load[n]-st.fcLoad[n])) + "/" + strconv.Itoa(int(st.quota[n])) +
+			", not counting the slots here that rank it first)"
 	}
-	if tier == tierStrict && st.load[n] >= st.limit[n] {
+	if (tier == tierStrict || tier == tierFill) && st.load[n] >= st.limit[n] {
 		return "at load bound (" + strconv.Itoa(int(st.load[n])) + "/" + strconv.Itoa(int(st.limit[n])) + ")"
 	}
 	if h, most := st.held(sv, n), st.perNode(sv, n); tier <= tierOverBound && h >= most {

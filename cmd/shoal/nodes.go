@@ -17,8 +17,8 @@ func newNodesCmd(g *globals) *cobra.Command {
 
 STATUS is the membership status; "alive, filling" is a node that has just
 started and takes its share of the replicas from the others (placement keeps
-the replicas it runs before any other copy), until it alone runs every slot
-it owns. RUNTIME is "ready" when the node can run containers, otherwise the
+the containers it found running at start before any other copy), until it
+alone runs every slot it owns. RUNTIME is "ready" when the node can run containers, otherwise the
 reason it cannot. With -o json the output is a JSON list of nodes.`,
 		Args: nArgs(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
