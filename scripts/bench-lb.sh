@@ -18,8 +18,31 @@
 #
 # Core budget: each proxy gets --proxy-cores workers (default 1): nginx
 # worker_processes, HAProxy nbthread, GOMAXPROCS of the Shoal agent. The
-# backend (Go, GOMAXPROCS unset) and the load generators share the same 2
-# cores; nothing is pinned.
+# backend is Go with GOMAXPROCS unset.
+#
+# Where the processes run (--cpus):
+#   shared  nothing pinned: the load generator, the backend and the proxy
+#           share all cores;
+#   split   the load generator and the backend (and containerd) on the
+#           first CPU, the proxies (Shoal agent, HAProxy, nginx) on the
+#           others (taskset, every thread), so that a proxy never waits for
+#           a CPU that the generator or the backend holds, as on a machine
+#           of its own. Direct runs the same generator and backend on the
+#           same first CPU;
+#   both    (default) shared, then split.
+# Each placement has its own maximum-rate runs and fixed rate (half of
+# HAProxy's maximum in that placement), so that the fixed rate is one the
+# generator and the backend can carry there.
+#
+# Idle CPUs: on a virtual machine an idle vCPU halts, and the host takes
+# milliseconds to run it again when a wake-up (a loopback packet for a
+# process on it) arrives; on this project's machines (Firecracker guests,
+# cpuidle haltpoll with guest_halt_poll_ns=0) that alone put the direct
+# path's p50 at 2.5 ms at 5,000 req/s. The script therefore holds
+# /dev/cpu_dma_latency at 0 while it runs (as cyclictest and tuned's
+# latency-performance profile do), so that idle CPUs poll instead of
+# halting; --idle halt leaves the machine's idle states alone. The kernel
+# drops the request when the script exits.
 #
 # When Shoal's port does not answer within a deadline (the load balancer is
 # not there yet, or broken), Shoal's rows say "not available" and the rest
@@ -33,11 +56,12 @@
 # 3), keeping the quietest.
 #
 # Usage: scripts/bench-lb.sh [--runs N] [--duration S] [--proxy-cores N]
-#                 [--max-background PCT] [--attempts N] [--quiet-wait S]   (root)
+#                 [--max-background PCT] [--attempts N] [--quiet-wait S]
+#                 [--cpus shared|split|both] [--idle poll|halt]   (root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
-runs=3 duration=10 cores=1 max_bg=25 attempts=3 quiet_wait=10
+runs=3 duration=10 cores=1 max_bg=25 attempts=3 quiet_wait=10 cpus=both idle=poll
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--runs) runs=$2; shift 2 ;;
@@ -46,6 +70,8 @@ while [ $# -gt 0 ]; do
 	--max-background) max_bg=$2; shift 2 ;;
 	--attempts) attempts=$2; shift 2 ;;
 	--quiet-wait) quiet_wait=$2; shift 2 ;;
+	--cpus) cpus=$2; shift 2 ;;
+	--idle) idle=$2; shift 2 ;;
 	*) echo "bench-lb: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -55,6 +81,20 @@ done
 for v in runs duration cores attempts; do
 	[ "${!v}" -gt 0 ] || { echo "bench-lb: $v must be positive" >&2; exit 2; }
 done
+case "$cpus" in
+shared) placements=(shared) ;;
+split) placements=(split) ;;
+both) placements=(shared split) ;;
+*) echo "bench-lb: --cpus wants shared, split or both, got $cpus" >&2; exit 2 ;;
+esac
+case "$idle" in
+poll | halt) ;;
+*) echo "bench-lb: --idle wants poll or halt, got $idle" >&2; exit 2 ;;
+esac
+if [ "$cpus" != shared ] && [ "$(nproc)" -lt 2 ]; then
+	echo "bench-lb: --cpus $cpus needs at least 2 CPUs" >&2
+	exit 2
+fi
 ip=127.0.40.1
 conns=64 wrk_threads=2 warmup=3
 shoal_wait=30 # seconds Shoal's ports get to answer once the backend is healthy
@@ -333,6 +373,18 @@ done
 
 mkdir -p "$dir/res"
 notes=()
+idle_note="idle CPUs: the machine's idle states (halt)"
+if [ "$idle" = poll ]; then
+	if [ -w /dev/cpu_dma_latency ]; then
+		# A 32-bit 0, held as long as fd 9 is open: until this script exits.
+		exec 9>/dev/cpu_dma_latency
+		printf '\x00\x00\x00\x00' >&9
+		idle_note="idle CPUs poll (/dev/cpu_dma_latency held at 0)"
+	else
+		log "cannot write /dev/cpu_dma_latency: idle CPUs may halt"
+		idle_note="idle CPUs: the machine's idle states (/dev/cpu_dma_latency not writable)"
+	fi
+fi
 load0=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' '/')
 order() { # order RUN: the paths, rotated by RUN
 	local i n=${#paths[@]}
@@ -369,22 +421,22 @@ wait_quiet() { # up to --quiet-wait seconds for a second with little background
 		[ "$(background "$a" "$b")" -gt "$max_bg" ] || return 0
 	done
 }
-measure() { # measure max|lat LAYER PATH: sets out and bg
+measure() { # measure max-PLACEMENT|lat-PLACEMENT LAYER PATH: sets out and bg
 	local kind=$1 l=$2 p=$3 before after
 	wait_quiet
-	if [ "$kind" = max ]; then
-		wrk -t"$wrk_threads" -c"$conns" -d"${warmup}s" "${url[$l,$p]}" >/dev/null 2>&1 || true
+	if [ "${kind%%-*}" = max ]; then
+		"${wrk_cmd[@]}" -t"$wrk_threads" -c"$conns" -d"${warmup}s" "${url[$l,$p]}" >/dev/null 2>&1 || true
 		before=$(cpu_ns)
-		out=$(wrk -t"$wrk_threads" -c"$conns" -d"${duration}s" --latency "${url[$l,$p]}" 2>&1) || true
+		out=$("${wrk_cmd[@]}" -t"$wrk_threads" -c"$conns" -d"${duration}s" --latency "${url[$l,$p]}" 2>&1) || true
 	else
 		before=$(cpu_ns)
-		out=$("$loadgen" -rate "${rate[$l]}" -duration "${duration}s" -warmup "${warmup}s" -c "$conns" "${url[$l,$p]}" 2>&1) || true
+		out=$("${loadgen_cmd[@]}" -rate "${rate[$l,${kind#*-}]}" -duration "${duration}s" -warmup "${warmup}s" -c "$conns" "${url[$l,$p]}" 2>&1) || true
 	fi
 	after=$(cpu_ns)
 	bg=-1
 	[ -z "$own_cg" ] || bg=$(background "$before" "$after")
 }
-attempt() { # attempt max|lat LAYER PATH RUN: measure, again while the background is too high
+attempt() { # attempt max-PLACEMENT|lat-PLACEMENT LAYER PATH RUN: measure, again while the background is too high
 	local kind=$1 l=$2 p=$3 r=$4 a best_bg="" best_out=""
 	for ((a = 1; a <= attempts; a++)); do
 		measure "$kind" "$l" "$p"
@@ -399,41 +451,86 @@ attempt() { # attempt max|lat LAYER PATH RUN: measure, again while the backgroun
 }
 
 get() { echo "$out" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; } # get KEY: from loadgen's $out
+# CPUs for --cpus split: the first CPU this script may use for the load
+# generator and the backend, the others for the proxies.
+expand_cpus() { # expand_cpus LIST: "0-2,4" -> "0 1 2 4"
+	local IFS=, part i
+	for part in $1; do
+		case "$part" in
+		*-*) for ((i = ${part%-*}; i <= ${part#*-}; i++)); do echo "$i"; done ;;
+		*) echo "$part" ;;
+		esac
+	done
+}
+allowed=($(expand_cpus "$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)"))
+gen_cpu=${allowed[0]}
+proxy_cpus=$(IFS=,; echo "${allowed[*]:1}")
+pin() { # pin CPULIST PID...: every thread of each process; a process gone meanwhile is skipped
+	local cpus=$1 pid
+	shift
+	for pid in "$@"; do
+		# Twice: a thread that exits while taskset walks them fails the first.
+		taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 ||
+			! kill -0 "$pid" 2>/dev/null || { log "could not pin process $pid to CPU(s) $cpus"; exit 1; }
+	done
+}
+pin_split() {
+	local f pid gen=("$ctd_pid") proxies=("$agent_pid" "$haproxy_pid" "$nginx_pid")
+	proxies+=($(pgrep -P "$nginx_pid" || true)) # nginx's workers
+	for f in /proc/[0-9]*/cmdline; do # this containerd's shims
+		case "$({ tr '\0' ' ' <"$f"; } 2>/dev/null)" in
+		*containerd-shim*" -address $dir/containerd.sock"*) pid=${f#/proc/} gen+=("${pid%/cmdline}") ;;
+		esac
+	done
+	for f in /sys/fs/cgroup/pids/benchlb/*/cgroup.procs /sys/fs/cgroup/unified/benchlb/*/cgroup.procs; do
+		[ -r "$f" ] && gen+=($(cat "$f")) # the backends
+	done
+	pin "$gen_cpu" "${gen[@]}"
+	pin "$proxy_cpus" "${proxies[@]}"
+	log "split: load generator, backend and containerd on CPU $gen_cpu; Shoal, HAProxy and nginx on CPU(s) $proxy_cpus"
+}
+
 declare -A rate
-for ((r = 0; r < runs; r++)); do
-	for l in L4 L7; do
-		for p in $(order $r); do
-			[ -n "${avail[$l,$p]}" ] || continue
-			attempt max "$l" "$p" "$r"
-			rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
-			bad=$(echo "$out" | awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}')
-			[ "$bad" -eq 0 ] || notes+=("run $((r + 1)) $l $p max: $bad errors or non-2xx answers (wrk)")
-			log "run $((r + 1))/$runs $l $p max: ${rps:-none} req/s (background ${bg}%)"
-			echo "${rps:-0}" >>"$dir/res/$l.$p.max"
+for pl in "${placements[@]}"; do
+	wrk_cmd=(wrk) loadgen_cmd=("$loadgen")
+	if [ "$pl" = split ]; then
+		pin_split
+		wrk_cmd=(taskset -c "$gen_cpu" wrk) loadgen_cmd=(taskset -c "$gen_cpu" "$loadgen")
+	fi
+	for ((r = 0; r < runs; r++)); do
+		for l in L4 L7; do
+			for p in $(order $r); do
+				[ -n "${avail[$l,$p]}" ] || continue
+				attempt "max-$pl" "$l" "$p" "$r"
+				rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+				bad=$(echo "$out" | awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}')
+				[ "$bad" -eq 0 ] || notes+=("run $((r + 1)) $l $p max, $pl: $bad errors or non-2xx answers (wrk)")
+				log "run $((r + 1))/$runs $l $p max, $pl CPUs: ${rps:-none} req/s (background ${bg}%)"
+				echo "${rps:-0}" >>"$dir/res/$l.$p.$pl.max"
+			done
 		done
 	done
-done
-
-for l in L4 L7; do
-	rate[$l]=$(median "$dir/res/$l.haproxy.max" | awk '{printf "%d", $1 / 2}')
-done
-for ((r = 0; r < runs; r++)); do
 	for l in L4 L7; do
-		for p in $(order $r); do
-			[ -n "${avail[$l,$p]}" ] || continue
-			attempt lat "$l" "$p" "$r"
-			p50=$(get p50) p99=$(get p99) achieved=$(get achieved) errors=$(get errors) missed=$(get missed)
-			if [ -z "$p99" ]; then
-				notes+=("run $((r + 1)) $l $p fixed rate: loadgen failed: $out")
-				continue
-			fi
-			[ "${errors:-0}" -eq 0 ] || notes+=("run $((r + 1)) $l $p fixed rate: $errors errors")
-			if awk -v a="$achieved" -v t="${rate[$l]}" 'BEGIN {exit !(a < 0.95 * t)}'; then
-				notes+=("run $((r + 1)) $l $p fixed rate: only $achieved of ${rate[$l]} req/s completed, ${missed:-0} never sent (latencies include the queueing)")
-			fi
-			log "run $((r + 1))/$runs $l $p at ${rate[$l]} req/s: p50 ${p50} us, p99 ${p99} us (background ${bg}%)"
-			echo "$p50" >>"$dir/res/$l.$p.p50"
-			echo "$p99" >>"$dir/res/$l.$p.p99"
+		rate[$l,$pl]=$(median "$dir/res/$l.haproxy.$pl.max" | awk '{printf "%d", $1 / 2}')
+	done
+	for ((r = 0; r < runs; r++)); do
+		for l in L4 L7; do
+			for p in $(order $r); do
+				[ -n "${avail[$l,$p]}" ] || continue
+				attempt "lat-$pl" "$l" "$p" "$r"
+				p50=$(get p50) p99=$(get p99) achieved=$(get achieved) errors=$(get errors) missed=$(get missed)
+				if [ -z "$p99" ]; then
+					notes+=("run $((r + 1)) $l $p fixed rate, $pl: loadgen failed: $out")
+					continue
+				fi
+				[ "${errors:-0}" -eq 0 ] || notes+=("run $((r + 1)) $l $p fixed rate, $pl: $errors errors")
+				if awk -v a="$achieved" -v t="${rate[$l,$pl]}" 'BEGIN {exit !(a < 0.95 * t)}'; then
+					notes+=("run $((r + 1)) $l $p fixed rate, $pl: only $achieved of ${rate[$l,$pl]} req/s completed, ${missed:-0} never sent (latencies include the queueing)")
+				fi
+				log "run $((r + 1))/$runs $l $p at ${rate[$l,$pl]} req/s, $pl CPUs: p50 ${p50} us, p99 ${p99} us (background ${bg}%)"
+				echo "$p50" >>"$dir/res/$l.$p.$pl.p50"
+				echo "$p99" >>"$dir/res/$l.$p.$pl.p99"
+			done
 		done
 	done
 done
@@ -442,12 +539,15 @@ done
 declare -A max p50 p99 bgrow
 for l in L4 L7; do
 	for p in "${paths[@]}"; do
-		max[$l,$p]="" p50[$l,$p]="" p99[$l,$p]="" bgrow[$l,$p]=""
-		[ -n "${avail[$l,$p]}" ] || continue
-		bgrow[$l,$p]="$(median "$dir/res/$l.$p.max.bg"); $(median "$dir/res/$l.$p.lat.bg" 2>/dev/null || echo -)"
-		max[$l,$p]=$(median "$dir/res/$l.$p.max")
-		[ ! -s "$dir/res/$l.$p.p50" ] || p50[$l,$p]=$(median "$dir/res/$l.$p.p50")
-		[ ! -s "$dir/res/$l.$p.p99" ] || p99[$l,$p]=$(median "$dir/res/$l.$p.p99")
+		bgrow[$l,$p]=""
+		for pl in "${placements[@]}"; do
+			max[$l,$p,$pl]="" p50[$l,$p,$pl]="" p99[$l,$p,$pl]=""
+			[ -n "${avail[$l,$p]}" ] || continue
+			bgrow[$l,$p]+="${bgrow[$l,$p]:+; }$(median "$dir/res/$l.$p.max-$pl.bg"); $(median "$dir/res/$l.$p.lat-$pl.bg" 2>/dev/null || echo -)"
+			max[$l,$p,$pl]=$(median "$dir/res/$l.$p.$pl.max")
+			[ ! -s "$dir/res/$l.$p.$pl.p50" ] || p50[$l,$p,$pl]=$(median "$dir/res/$l.$p.$pl.p50")
+			[ ! -s "$dir/res/$l.$p.$pl.p99" ] || p99[$l,$p,$pl]=$(median "$dir/res/$l.$p.$pl.p99")
+		done
 	done
 done
 ms() { [ -n "$1" ] && awk -v u="$1" 'BEGIN {printf "%.3f", u / 1000}' || echo "-"; }
@@ -457,27 +557,40 @@ echo
 echo "$(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); each proxy $cores worker(s)"
 echo "(nginx worker_processes, HAProxy nbthread, Shoal agent GOMAXPROCS); backend: demo image, host network."
 echo "Max: wrk -t$wrk_threads -c$conns -d${duration}s after a ${warmup}s warmup. Fixed rate: shoal-loadgen -c $conns -d ${duration}s,"
-echo "open loop at half of HAProxy's max (L4 ${rate[L4]} req/s, L7 ${rate[L7]} req/s). Median of $runs run(s)."
+echo "open loop at half of HAProxy's max in the same placement. Median of $runs run(s). $idle_note; cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none)."
+for pl in "${placements[@]}"; do
+	case "$pl" in
+	shared) echo "shared: nothing pinned; generator, backend and proxy share the $(nproc) cores. Fixed rate L4 ${rate[L4,$pl]}, L7 ${rate[L7,$pl]} req/s." ;;
+	split) echo "split: generator, backend and containerd on CPU $gen_cpu, the proxies on CPU(s) $proxy_cpus (taskset). Fixed rate L4 ${rate[L4,$pl]}, L7 ${rate[L7,$pl]} req/s." ;;
+	esac
+done
 if [ -n "$own_cg" ]; then
 	echo "Other processes on the machine used $(median "$dir/res/all.bg")% of a core (median; max $(sort -n "$dir/res/all.bg" | tail -1)%) during"
-	echo "the measurements; $(awk -v m="$max_bg" '$1 > m {n++} END {print n + 0}' "$dir/res/all.bg") of $(wc -l <"$dir/res/all.bg") stayed above ${max_bg}% after $attempts attempt(s). Column \"other CPU\": max; fixed rate."
+	echo "the measurements; $(awk -v m="$max_bg" '$1 > m {n++} END {print n + 0}' "$dir/res/all.bg") of $(wc -l <"$dir/res/all.bg") stayed above ${max_bg}% after $attempts attempt(s). Column \"other CPU\": max; fixed rate, per placement."
 fi
 echo
-echo "| path | layer | max req/s | vs HAProxy | p50 ms | p99 ms | added p99 ms | other CPU % |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+head="| path | layer |" rule="| --- | --- |"
+for pl in "${placements[@]}"; do
+	head+=" $pl: max req/s | vs HAProxy | p50 ms | p99 ms | added p99 ms |" rule+=" ---: | ---: | ---: | ---: | ---: |"
+done
+echo "$head other CPU % |"
+echo "$rule ---: |"
 for l in L4 L7; do
 	for p in "${paths[@]}"; do
-		if [ -z "${avail[$l,$p]}" ]; then
-			echo "| $p | $l | not available | | | | | |"
-			continue
-		fi
-		ratio=$(awk -v a="${max[$l,$p]}" -v h="${max[$l,haproxy]}" 'BEGIN {printf "%.2f", a / h}')
-		added="-"
-		if [ "$p" != direct ] && [ -n "${p99[$l,$p]}" ] && [ -n "${p99[$l,direct]}" ]; then
-			added=$(awk -v a="${p99[$l,$p]}" -v d="${p99[$l,direct]}" 'BEGIN {printf "%+.3f", (a - d) / 1000}')
-		fi
-		printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$p" "$l" "${max[$l,$p]}" "$ratio" \
-			"$(ms "${p50[$l,$p]}")" "$(ms "${p99[$l,$p]}")" "$added" "${bgrow[$l,$p]}"
+		row="| $p | $l |"
+		for pl in "${placements[@]}"; do
+			if [ -z "${avail[$l,$p]}" ]; then
+				row+=" not available | | | | |"
+				continue
+			fi
+			added="-"
+			if [ "$p" != direct ] && [ -n "${p99[$l,$p,$pl]}" ] && [ -n "${p99[$l,direct,$pl]}" ]; then
+				added=$(awk -v a="${p99[$l,$p,$pl]}" -v d="${p99[$l,direct,$pl]}" 'BEGIN {printf "%+.3f", (a - d) / 1000}')
+			fi
+			row+=" $(printf '%.0f' "${max[$l,$p,$pl]}") | $(awk -v a="${max[$l,$p,$pl]}" -v h="${max[$l,haproxy,$pl]}" 'BEGIN {printf "%.2f", a / h}') |"
+			row+=" $(ms "${p50[$l,$p,$pl]}") | $(ms "${p99[$l,$p,$pl]}") | $added |"
+		done
+		echo "$row ${bgrow[$l,$p]} |"
 	done
 done
 echo
@@ -491,17 +604,19 @@ verdict() { # verdict DESCRIPTION CONDITION-AWK-EXPRESSION (or "" when not avail
 	fi
 }
 echo "Targets:"
-for l in L4 L7; do
-	want=0.9
-	[ "$l" = L4 ] || want=0.8
-	cond=""
-	[ -z "${max[$l,shoal]}" ] || cond="${max[$l,shoal]} >= $want * ${max[$l,haproxy]}"
-	verdict "$l max rate >= ${want}x HAProxy's ($(awk -v h="${max[$l,haproxy]}" -v w=$want 'BEGIN {printf "%.0f", h * w}') req/s)" "$cond"
-done
-for l in L4 L7; do
-	cond=""
-	[ -z "${p99[$l,shoal]}" ] || [ -z "${p99[$l,direct]}" ] || cond="${p99[$l,shoal]} - ${p99[$l,direct]} <= 1000"
-	verdict "$l added p99 at ${rate[$l]} req/s <= 1 ms over direct" "$cond"
+for pl in "${placements[@]}"; do
+	for l in L4 L7; do
+		want=0.9
+		[ "$l" = L4 ] || want=0.8
+		cond=""
+		[ -z "${max[$l,shoal,$pl]}" ] || cond="${max[$l,shoal,$pl]} >= $want * ${max[$l,haproxy,$pl]}"
+		verdict "$l max rate >= ${want}x HAProxy's ($(awk -v h="${max[$l,haproxy,$pl]}" -v w=$want 'BEGIN {printf "%.0f", h * w}') req/s), $pl CPUs" "$cond"
+	done
+	for l in L4 L7; do
+		cond=""
+		[ -z "${p99[$l,shoal,$pl]}" ] || [ -z "${p99[$l,direct,$pl]}" ] || cond="${p99[$l,shoal,$pl]} - ${p99[$l,direct,$pl]} <= 1000"
+		verdict "$l added p99 at ${rate[$l,$pl]} req/s <= 1 ms over direct, $pl CPUs" "$cond"
+	done
 done
 if ((${#notes[@]})); then
 	echo
