@@ -24,11 +24,11 @@
 #   shared  nothing pinned: the load generator, the backend and the proxy
 #           share all cores;
 #   split   the load generator and the backend (and containerd) on the
-#           first CPU, the proxies (Shoal agent, HAProxy, nginx) on the
-#           others (taskset, every thread), so that a proxy never waits for
-#           a CPU that the generator or the backend holds, as on a machine
-#           of its own. Direct runs the same generator and backend on the
-#           same first CPU;
+#           first half of the CPUs, the proxies (Shoal agent, HAProxy,
+#           nginx) on the others (taskset, every thread), so that a proxy
+#           never waits for a CPU that the generator or the backend holds,
+#           as on a machine of its own. Direct runs the same generator and
+#           backend on the same CPUs;
 #   both    (default) shared, then split.
 # Each placement has its own maximum-rate runs and fixed rate (half of
 # HAProxy's maximum in that placement), so that the fixed rate is one the
@@ -38,7 +38,8 @@
 # milliseconds to run it again when a wake-up (a loopback packet for a
 # process on it) arrives; on this project's machines (Firecracker guests,
 # cpuidle haltpoll with guest_halt_poll_ns=0) that alone put the direct
-# path's p50 at 2.5 ms at 5,000 req/s. The script therefore holds
+# path's p50 at 2.5 ms at 5,000 req/s at times (how slow depends on the
+# host's load, which the guest cannot see). The script therefore holds
 # /dev/cpu_dma_latency at 0 while it runs (as cyclictest and tuned's
 # latency-performance profile do), so that idle CPUs poll instead of
 # halting; --idle halt leaves the machine's idle states alone. The kernel
@@ -451,8 +452,8 @@ attempt() { # attempt max-PLACEMENT|lat-PLACEMENT LAYER PATH RUN: measure, again
 }
 
 get() { echo "$out" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k {print $2}'; } # get KEY: from loadgen's $out
-# CPUs for --cpus split: the first CPU this script may use for the load
-# generator and the backend, the others for the proxies.
+# CPUs for --cpus split: the first half of those this script may use for
+# the load generator and the backend, the others for the proxies.
 expand_cpus() { # expand_cpus LIST: "0-2,4" -> "0 1 2 4"
 	local IFS=, part i
 	for part in $1; do
@@ -463,8 +464,9 @@ expand_cpus() { # expand_cpus LIST: "0-2,4" -> "0 1 2 4"
 	done
 }
 allowed=($(expand_cpus "$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)"))
-gen_cpu=${allowed[0]}
-proxy_cpus=$(IFS=,; echo "${allowed[*]:1}")
+half=$((${#allowed[@]} / 2))
+gen_cpus=$(IFS=,; echo "${allowed[*]:0:half}")
+proxy_cpus=$(IFS=,; echo "${allowed[*]:half}")
 pin() { # pin CPULIST PID...: every thread of each process; a process gone meanwhile is skipped
 	local cpus=$1 pid
 	shift
@@ -485,9 +487,9 @@ pin_split() {
 	for f in /sys/fs/cgroup/pids/benchlb/*/cgroup.procs /sys/fs/cgroup/unified/benchlb/*/cgroup.procs; do
 		[ -r "$f" ] && gen+=($(cat "$f")) # the backends
 	done
-	pin "$gen_cpu" "${gen[@]}"
+	pin "$gen_cpus" "${gen[@]}"
 	pin "$proxy_cpus" "${proxies[@]}"
-	log "split: load generator, backend and containerd on CPU $gen_cpu; Shoal, HAProxy and nginx on CPU(s) $proxy_cpus"
+	log "split: load generator, backend and containerd on CPU(s) $gen_cpus; Shoal, HAProxy and nginx on CPU(s) $proxy_cpus"
 }
 
 declare -A rate
@@ -495,7 +497,7 @@ for pl in "${placements[@]}"; do
 	wrk_cmd=(wrk) loadgen_cmd=("$loadgen")
 	if [ "$pl" = split ]; then
 		pin_split
-		wrk_cmd=(taskset -c "$gen_cpu" wrk) loadgen_cmd=(taskset -c "$gen_cpu" "$loadgen")
+		wrk_cmd=(taskset -c "$gen_cpus" wrk) loadgen_cmd=(taskset -c "$gen_cpus" "$loadgen")
 	fi
 	for ((r = 0; r < runs; r++)); do
 		for l in L4 L7; do
@@ -561,7 +563,7 @@ echo "open loop at half of HAProxy's max in the same placement. Median of $runs 
 for pl in "${placements[@]}"; do
 	case "$pl" in
 	shared) echo "shared: nothing pinned; generator, backend and proxy share the $(nproc) cores. Fixed rate L4 ${rate[L4,$pl]}, L7 ${rate[L7,$pl]} req/s." ;;
-	split) echo "split: generator, backend and containerd on CPU $gen_cpu, the proxies on CPU(s) $proxy_cpus (taskset). Fixed rate L4 ${rate[L4,$pl]}, L7 ${rate[L7,$pl]} req/s." ;;
+	split) echo "split: generator, backend and containerd on CPU(s) $gen_cpus, the proxies on CPU(s) $proxy_cpus (taskset). Fixed rate L4 ${rate[L4,$pl]}, L7 ${rate[L7,$pl]} req/s." ;;
 	esac
 done
 if [ -n "$own_cg" ]; then

@@ -17,9 +17,8 @@
 //
 // The generator is one event loop on one thread (run_linux.go): it paces
 // the sends with epoll_pwait2's nanosecond timeout, so they come evenly
-// spaced, not in millisecond bursts, and it costs about as little CPU per
-// request as wrk, so that it takes little from the proxy and the backend
-// it measures on a small machine.
+// spaced, not in millisecond bursts, and no goroutine scheduling of its own
+// adds to the latencies it measures.
 //
 // hey, the obvious alternative, is closed-loop (each worker waits for its
 // answer before its next tick, and skipped ticks are lost, so a stall hides
