@@ -117,7 +117,11 @@ func TestRunStallCounts(t *testing.T) {
 	const stall = 200 * time.Millisecond
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1) == 150 { // in the measured window (warmup: 50 requests)
-			time.Sleep(stall)
+			// The server's stall, the input of this test.
+			select {
+			case <-time.After(stall):
+			case <-r.Context().Done():
+			}
 		}
 		io.WriteString(w, "ok")
 	}))
