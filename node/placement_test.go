@@ -288,7 +288,7 @@ func TestPlacementFollowsHolders(t *testing.T) {
 				total += len(running(t, n.Runtime().(*runtime.Fake), s))
 			}
 			if total != replicas {
-				return fmt.Errorf("%d containers of %s run on the survivors, want %d", total, s, replicas)
+				return fmt.Errorf("%d containers of %s run on the survivors, want %d: %s", total, s, replicas, whereRuns(t, c, s))
 			}
 		}
 		return nil
@@ -311,6 +311,21 @@ func TestPlacementFollowsHolders(t *testing.T) {
 	if len(now) != len(ids) {
 		t.Errorf("%s runs %d containers after its agent came back, %d before", crashed.Name, len(now), len(ids))
 	}
+}
+
+// whereRuns says, for a failure message, which slots of service each
+// running node runs, and whom each node's placement makes their owner.
+func whereRuns(t *testing.T, c *testenv.Cluster, service string) string {
+	var b strings.Builder
+	for _, n := range c.Running() {
+		fmt.Fprintf(&b, "%s runs", n.Name)
+		for _, r := range running(t, n.Runtime().(*runtime.Fake), service) {
+			o, _ := n.Agent().Placement().Owner(service, r.Slot)
+			fmt.Fprintf(&b, " %s/%d (owner %s)", service, r.Slot, o)
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
 }
 
 // A node that cannot start a slot it owns stays filling, but not for
