@@ -85,8 +85,15 @@ func (a *Agent) kickPlacement() {
 func (a *Agent) placementLoop(ctx context.Context) {
 	fillDeadline := time.NewTimer(maxFilling)
 	defer fillDeadline.Stop()
+	// The channel of the next change is taken before each recompute reads
+	// the view, so that a change during the recompute wakes the loop
+	// again. Taken after it, a change in between was lost: a node that
+	// published its adopted containers while its first placement was being
+	// computed kept that placement, and its replica loop, which waits for
+	// a placement that counts them, never started (one node alone has no
+	// other change to come).
+	status := a.replicas.status.watch()
 	for {
-		status := a.replicas.status.watch()
 		select {
 		case <-ctx.Done():
 			return
@@ -96,6 +103,7 @@ func (a *Agent) placementLoop(ctx context.Context) {
 			a.fillingExpired.Store(true)
 			a.checkFilling(a.placement.view.Load())
 		}
+		status = a.replicas.status.watch()
 		a.recomputePlacement()
 	}
 }

@@ -401,7 +401,8 @@ func (a *Agent) ReplicaStatus() []api.Replica {
 
 // ReplicaChanges returns a channel closed at the next change of the
 // replica view (a document arrives, or a member's replicas are dropped).
-// Callers wait on it, then read ReplicaStatus and call it again.
+// Callers take it before they read ReplicaStatus and wait on it after, so
+// that a change in between is not missed.
 func (a *Agent) ReplicaChanges() <-chan struct{} { return a.replicas.status.watch() }
 
 // pruneStatus drops the documents of members that failed or left, and
