@@ -94,12 +94,21 @@ func FuzzParseResponse(f *testing.F) {
 	})
 }
 
+// serve starts an HTTP server with h for the test and returns its URL.
+func serve(t *testing.T, h http.HandlerFunc) *url.URL {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 func TestRun(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, strings.Repeat("x", 100))
-	}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL + "/")
+	})
 	r, err := run(u, 500, 100*time.Millisecond, 400*time.Millisecond, 4, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +124,7 @@ func TestRun(t *testing.T) {
 func TestRunStallCounts(t *testing.T) {
 	var n atomic.Int64
 	const stall = 200 * time.Millisecond
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		if n.Add(1) == 150 { // in the measured window (warmup: 50 requests)
 			// The server's stall, the input of this test.
 			select {
@@ -124,9 +133,7 @@ func TestRunStallCounts(t *testing.T) {
 			}
 		}
 		io.WriteString(w, "ok")
-	}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL + "/")
+	})
 	r, err := run(u, 500, 100*time.Millisecond, 600*time.Millisecond, 1, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -145,12 +152,10 @@ func TestRunStallCounts(t *testing.T) {
 // TestRunConnectionClose: a server that closes each connection after its
 // answer has every request answered on a new one.
 func TestRunConnectionClose(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		io.WriteString(w, "ok")
-	}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL + "/")
+	})
 	r, err := run(u, 200, 50*time.Millisecond, 300*time.Millisecond, 4, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -167,5 +172,22 @@ func TestRunServerDown(t *testing.T) {
 	srv.Close()
 	if r, err := run(u, 100, 0, 100*time.Millisecond, 2, time.Second); err == nil {
 		t.Fatalf("got %v, want an error", r)
+	}
+}
+
+// TestRunMissed: requests that cannot be sent by a second after the end
+// (the one connection hangs) count as missed, with their time since due
+// as latency; the hung request fails at its timeout.
+func TestRunMissed(t *testing.T) {
+	u := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+	})
+	r, err := run(u, 100, 0, 200*time.Millisecond, 1, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20 requests due: the first sent and timed out, 19 never sent.
+	if r.ok != 0 || r.errors != 1 || r.missed != 19 || len(r.lat) != 19 || pct(r.lat, 0) < time.Second.Microseconds() {
+		t.Errorf("got %v (%d latencies, min %d us); want 0 ok, 1 error, 19 missed, each over 1 s", r, len(r.lat), pct(r.lat, 0))
 	}
 }

@@ -57,7 +57,7 @@ type loop struct {
 
 	lat, svc []time.Duration
 	errors   int
-	missed   []int64 // requests never sent
+	sent     int64 // requests sent; those from sent to total were never sent (missed)
 }
 
 func (l *loop) dueAt(i int64) time.Time {
@@ -97,6 +97,7 @@ func run(u *url.URL, rate float64, warmup, duration time.Duration, conns int, ti
 	l.measureFrom = l.start.Add(warmup)
 	l.end = l.measureFrom.Add(duration)
 	l.total = int64(float64(warmup+duration) / l.interval)
+	l.sent = l.total
 	// Past stopAt no more requests are sent: when the server is much slower
 	// than the rate, the backlog would otherwise take as long to drain.
 	l.stopAt = l.end.Add(time.Second)
@@ -110,7 +111,7 @@ func run(u *url.URL, rate float64, warmup, duration time.Duration, conns int, ti
 	r.target = rate
 	// Requests never sent count as missed, with the time from when they
 	// were due to now as their latency (a lower bound).
-	for _, i := range l.missed {
+	for i := l.sent; i < l.total; i++ {
 		r.missed++
 		if due := l.dueAt(i); !due.Before(l.measureFrom) {
 			r.lat = append(r.lat, finished.Sub(due))
@@ -138,9 +139,7 @@ func (l *loop) serve() error {
 	for {
 		now := time.Now()
 		if l.next < l.total && now.After(l.stopAt) {
-			for ; l.next < l.total; l.next++ {
-				l.missed = append(l.missed, l.next)
-			}
+			l.sent, l.next = l.next, l.total // the rest are missed
 		}
 		l.send()
 		if l.next >= l.total && l.inFlight == 0 {
