@@ -122,6 +122,7 @@ func New(cfg Config) (*Agent, error) {
 	a.runtimeErr.Store(&notReady)
 	a.filling.Store(true)
 	a.members.Store(&memberView{byPeer: map[peer.ID]gossip.Member{}})
+	a.replicas.pusher = newStatusPusher(a.pushStatus)
 	return a, nil
 }
 

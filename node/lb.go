@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,7 +22,10 @@ const lbResync = 5 * time.Second
 
 // lbState is the agent's side of its load balancer.
 type lbState struct {
-	kick     chan struct{}
+	kick chan struct{}
+	// mu serializes updates: each reads the specs and the view inside
+	// it, so the last one applied is never older than another.
+	mu       sync.Mutex
 	problems atomic.Pointer[map[string][]string] // service -> problems, from the last update
 }
 
@@ -67,9 +71,22 @@ func (a *Agent) lbLoop(ctx context.Context) {
 	}
 }
 
+// syncLB updates the balancer now, rather than when lbLoop comes to it,
+// unless the view is not warm yet (lbLoop has not opened the ports): a
+// replica about to stop is dropped before it stops (drainBeforeStop).
+func (a *Agent) syncLB() {
+	select {
+	case <-a.replicas.status.warmed():
+		a.updateLB()
+	default:
+	}
+}
+
 // updateLB hands the current routes to the balancer and keeps its
 // problems for the API.
 func (a *Agent) updateLB() {
+	a.lbs.mu.Lock()
+	defer a.lbs.mu.Unlock()
 	problems := a.lb.Update(routes(a.store.List(), a.ReplicaStatus()))
 	byService := make(map[string][]string, len(problems))
 	for _, p := range problems {
@@ -98,7 +115,7 @@ func routes(entries []store.Entry, replicas []api.Replica) []lb.Route {
 	})
 	byService := make(map[string][]api.Replica)
 	for _, r := range replicas {
-		if r.Healthy && r.State == "running" {
+		if routable(r) {
 			byService[r.Service] = append(byService[r.Service], r)
 		}
 	}

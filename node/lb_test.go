@@ -10,12 +10,15 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shoalmesh/shoal/node/client"
 	"github.com/shoalmesh/shoal/node/spec"
+	"github.com/shoalmesh/shoal/runtime"
 	"github.com/shoalmesh/shoal/testenv"
 )
 
@@ -220,4 +223,188 @@ func TestMeshDropsDeadNodeEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// standIn is a real TCP server standing in for a replica on its
+// endpoint: it answers each connection with the replica's node name, and
+// counts the connections it accepts after the replica's stop began.
+type standIn struct {
+	ln      net.Listener
+	stopped atomic.Bool
+	late    atomic.Int64
+}
+
+func newStandIn(t *testing.T, ep, name string) (*standIn, error) {
+	ln, err := net.Listen("tcp", ep)
+	if err != nil {
+		return nil, err
+	}
+	s := &standIn{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if s.stopped.Load() {
+				s.late.Add(1)
+			}
+			go func() {
+				fmt.Fprintln(conn, name)
+				conn.Close()
+			}()
+		}
+	}()
+	return s, nil
+}
+
+// A replica that stops because it is no longer wanted (here: scaled
+// away) is dropped by every node's load balancer before its container is
+// told to stop: under a steady stream of new connections through every
+// node, none reaches a replica once its stop has begun, and none fails.
+// (The stand-ins keep listening after the stop, so that a connection
+// routed too late is counted rather than refused and retried elsewhere.)
+func TestPlannedStopsDrainFirst(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 3})
+	ctx := context.Background()
+	const port = 18096
+	s := spec.Spec{Name: "echo", Image: "demo:1", Replicas: 3, Network: "host",
+		Ports: []spec.Port{{Published: port, Target: 9000}}}
+	if _, err := c.Nodes[0].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu     sync.Mutex
+		byID   = map[string]*standIn{} // container -> its stand-in
+		starts = map[string]int{}      // container -> stops begun
+	)
+	c.Eventually(30*time.Second, func() error {
+		reps, err := c.Nodes[0].Client.Replicas(ctx, "echo")
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range reps {
+			ep := r.Endpoints[9000]
+			if !r.Healthy || ep == "" {
+				return fmt.Errorf("replica %d on %s: healthy=%v endpoints %v", r.Slot, r.Node, r.Healthy, r.Endpoints)
+			}
+			if byID[r.Container] != nil {
+				continue
+			}
+			si, err := newStandIn(t, ep, r.Node)
+			if err != nil {
+				return fmt.Errorf("standing in for %s: %w", ep, err)
+			}
+			byID[r.Container] = si
+		}
+		if len(byID) != 3 {
+			return fmt.Errorf("%d replicas", len(byID))
+		}
+		return nil
+	})
+	for _, n := range c.Nodes {
+		n.Runtime().(*runtime.Fake).SetStopHook(func(id string) {
+			mu.Lock()
+			defer mu.Unlock()
+			if si := byID[id]; si != nil {
+				si.stopped.Store(true)
+				starts[id]++
+			}
+		})
+	}
+	ask := func(n *testenv.Node) (string, error) {
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.Addr, port).String(), time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		var name string
+		_, err = fmt.Fscanln(conn, &name)
+		return name, err
+	}
+	// Every node's balancer routes to all three.
+	for _, n := range c.Nodes {
+		seen := map[string]bool{}
+		c.Eventually(10*time.Second, func() error {
+			for range 30 {
+				name, err := ask(n)
+				if err != nil {
+					return err
+				}
+				seen[name] = true
+			}
+			if len(seen) != 3 {
+				return fmt.Errorf("%s's load balancer reached %v", n.Name, seen)
+			}
+			return nil
+		})
+	}
+
+	// A steady stream of new connections through every node, two at a
+	// time each, while the service is scaled from 3 to 1.
+	var (
+		done         = make(chan struct{})
+		wg           sync.WaitGroup
+		okN, failed  atomic.Int64
+		firstFailure atomic.Pointer[string]
+	)
+	for _, n := range c.Nodes {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					if _, err := ask(n); err != nil {
+						msg := fmt.Sprintf("through %s: %v", n.Name, err)
+						firstFailure.CompareAndSwap(nil, &msg)
+						failed.Add(1)
+						continue
+					}
+					okN.Add(1)
+				}
+			}()
+		}
+	}
+	s.Replicas = 1
+	if _, err := c.Nodes[1].Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(starts) != 2 {
+			return fmt.Errorf("%d stops begun", len(starts))
+		}
+		return nil
+	})
+	// Connections go on after the stops, to the replica that stays.
+	before := okN.Load()
+	c.Eventually(10*time.Second, func() error {
+		if k := okN.Load() - before; k < 300 {
+			return fmt.Errorf("%d connections after the stops", k)
+		}
+		return nil
+	})
+	close(done)
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	for id, si := range byID {
+		if k := si.late.Load(); k > 0 {
+			t.Errorf("%d connections reached %s after its stop began", k, id)
+		}
+	}
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d of %d connections failed; first: %s", f, f+okN.Load(), *firstFailure.Load())
+	}
+	t.Logf("%d connections, %d stops", okN.Load(), len(starts))
 }

@@ -51,6 +51,10 @@ import (
 //     of a service in the middle of its hand-offs.
 //   - A stop that failed is tried again after a backoff that starts at 1s
 //     and doubles to 30s.
+//   - A container that the load balancers route to is told to stop only
+//     once every member's balancer has dropped it (drainBeforeStop): the
+//     status marks it "stopping" first, and the stop waits for every
+//     member to take that status, at most drainTimeout.
 //   - Anything else is left alone: a running container of the current
 //     template is never touched, so an agent that restarts adopts its
 //     containers with zero restarts.

@@ -75,6 +75,7 @@ type stateNotifier interface {
 type replicaSet struct {
 	kick    chan struct{} // buffered 1: a pass is wanted
 	status  *statusView
+	pusher  *statusPusher  // this node's status to the others (statusPushLoop)
 	probes  *prober        // set by startReplicas
 	actions sync.WaitGroup // action goroutines
 	metrics *replicaMetrics
@@ -466,6 +467,17 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	}
 	r.handoffWaiting.Store(waiting)
 
+	// The containers the load balancers route to: those the status
+	// published last says are healthy and running.
+	served := make(map[string]bool)
+	if doc, ok := r.status.local(); ok {
+		for _, rep := range doc.Replicas {
+			if routable(rep) {
+				served[rep.Container] = true
+			}
+		}
+	}
+
 	now := time.Now()
 	r.mu.Lock()
 	busy := make(map[slotKey]bool, len(r.busy))
@@ -504,14 +516,6 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	r.inFlight.Add(int64(len(out.Actions)))
 	r.mu.Unlock()
 
-	for _, act := range out.Actions {
-		a.log.Debug("replica "+act.Kind.String()+" begins", "slot", act.Slot.String(), "container", act.ID+act.Spec.ID, "reason", act.Reason)
-		r.actions.Add(1)
-		go func() {
-			defer r.actions.Done()
-			a.runAction(ctx, act)
-		}()
-	}
 	running := 0
 	for _, c := range actual {
 		if c.State == runtime.StateRunning {
@@ -521,6 +525,21 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	r.metrics.running.Set(float64(running))
 	r.probes.sync(ctx, probeTargets(actual, specs, a.cfg.AdvertiseAddr))
 	r.status.setLocal(a.localStatus(desired, actual, specs, healthy), now)
+	// The actions begin once the status says which containers stop: a
+	// stop of a served one waits until the load balancers have that
+	// status (drainBeforeStop).
+	doc, _ := r.status.local()
+	for _, act := range out.Actions {
+		a.log.Debug("replica "+act.Kind.String()+" begins", "slot", act.Slot.String(), "container", act.ID+act.Spec.ID, "reason", act.Reason)
+		r.actions.Add(1)
+		go func() {
+			defer r.actions.Done()
+			if act.Kind == actStop && served[act.ID] {
+				a.drainBeforeStop(ctx, act, doc.Version)
+			}
+			a.runAction(ctx, act)
+		}()
+	}
 	a.log.Debug("reconcile pass", "took", time.Since(t0).Round(time.Microsecond), "list", listTook.Round(time.Microsecond),
 		"actions", len(out.Actions), "busy", len(busy), "wake", out.Wake.Format("15:04:05.000"))
 	return out.Wake
@@ -618,6 +637,39 @@ func handoffs(self string, actual []runtime.Replica, healthy map[string]bool, ow
 		}
 	}
 	return hs
+}
+
+// drainTimeout bounds how long a stop waits for the other members to
+// take the status that says the container stops (drainBeforeStop). A
+// member that does not answer holds the stop up this long.
+const drainTimeout = 2 * time.Second
+
+// drainBeforeStop waits, before act stops a container that the load
+// balancers route to, until none routes new connections to it: this
+// node's balancer drops it at once, and each other member before it
+// answers the push of the status, of version, that marks the container
+// stopping (or a newer one). A member that fails meanwhile is not waited
+// for; one that does not answer, at most drainTimeout.
+//
+// Stopped at once, the container closes its listener while the others
+// still route to it for the few milliseconds the push takes: a
+// connection the kernel had queued but the server had not accepted is
+// reset, after the balancer had forwarded the client's first bytes (too
+// late to try another endpoint). Kubernetes leaves this race to a
+// preStop sleep, Nomad to a shutdown_delay; here the status push already
+// tells when every member has the news.
+func (a *Agent) drainBeforeStop(ctx context.Context, act action, version uint64) {
+	a.syncLB()
+	wctx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
+	t0 := time.Now()
+	behind := a.replicas.pusher.delivered(wctx, version, func(name string) bool { return !a.statusMember(name) })
+	if behind != nil && ctx.Err() == nil {
+		a.log.Warn("stopping a replica before every member has its status", "slot", act.Slot.String(),
+			"container", act.ID, "waited", time.Since(t0).Round(time.Millisecond), "behind", behind)
+		return
+	}
+	a.log.Debug("replica drained", "slot", act.Slot.String(), "container", act.ID, "took", time.Since(t0).Round(time.Microsecond))
 }
 
 // runAction performs one action, records its outcome and kicks the loop.

@@ -310,6 +310,35 @@ func (v *statusView) merge(docs ...statusDoc) (changed int) {
 	return changed
 }
 
+// mergePushed merges a document its node pushed, as merge does, and
+// reports whether it withdrew a replica that the copy held had served
+// (healthy and running): one that is stopping, unhealthy or gone now.
+func (v *statusView) mergePushed(d statusDoc) (withdrew bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	cur, had := v.docs[d.Node]
+	if d.Node == v.self || (had && cur.Version >= d.Version) {
+		return false
+	}
+	v.docs[d.Node] = d
+	v.notifyLocked()
+	served := make(map[string]bool, len(d.Replicas))
+	for _, r := range d.Replicas {
+		if routable(r) {
+			served[r.Container] = true
+		}
+	}
+	for _, r := range cur.Replicas {
+		if routable(r) && !served[r.Container] {
+			return true
+		}
+	}
+	return false
+}
+
+// routable reports whether the load balancer routes to r (see routes).
+func routable(r api.Replica) bool { return r.Healthy && r.State == "running" }
+
 // versions returns the version held per node.
 func (v *statusView) versions() map[string]uint64 {
 	v.mu.Lock()
@@ -441,7 +470,12 @@ func (a *Agent) registerStatusHandler() {
 				a.log.Warn("dropped status pushed for another node", "from", from, "node", r.Doc.Node)
 				return nil, fmt.Errorf("%w: status of %q pushed by another peer", errBadMessage, r.Doc.Node)
 			}
-			a.replicas.status.merge(*r.Doc)
+			if a.replicas.status.mergePushed(*r.Doc) {
+				// The sender may be waiting for this answer to stop
+				// a replica (drainBeforeStop): the balancer drops it
+				// first.
+				a.syncLB()
+			}
 			return []byte("{}"), nil
 		default: // pull
 			return json.Marshal(statusResponse{Docs: a.replicas.status.newer(r.Have, a.statusMember)})
@@ -469,12 +503,7 @@ func (a *Agent) callStatus(ctx context.Context, m gossip.Member, req statusReque
 // else's pushes, and changes coalesce per member.
 func (a *Agent) statusPushLoop(ctx context.Context) {
 	v := a.replicas.status
-	p := newStatusPusher(func(ctx context.Context, m gossip.Member, doc statusDoc) {
-		_, err := a.callStatus(ctx, m, statusRequest{Op: "push", Doc: &doc})
-		if err != nil && ctx.Err() == nil {
-			a.log.Debug("status push failed; anti-entropy will repair", "to", m.Name, "err", err)
-		}
-	})
+	p := a.replicas.pusher
 	defer p.close()
 	for {
 		select {
@@ -486,6 +515,15 @@ func (a *Agent) statusPushLoop(ctx context.Context) {
 			p.push(ctx, doc, a.pushPeers())
 		}
 	}
+}
+
+// pushStatus pushes doc to m and reports whether m took it.
+func (a *Agent) pushStatus(ctx context.Context, m gossip.Member, doc statusDoc) bool {
+	_, err := a.callStatus(ctx, m, statusRequest{Op: "push", Doc: &doc})
+	if err != nil && ctx.Err() == nil {
+		a.log.Debug("status push failed; anti-entropy will repair", "to", m.Name, "err", err)
+	}
+	return err == nil
 }
 
 // pushPeers are the members a status push goes to: the live ones and the

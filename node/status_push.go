@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,12 +17,21 @@ const statusPushTimeout = 5 * time.Second
 // crashed and is only suspect yet) holds up its own pushes, never the
 // others'. Each sender keeps only the newest document while a push is
 // under way, so a slow member gets the latest state next, not a backlog.
+//
+// It also knows which version each member has taken (delivered): a node
+// that is about to stop a replica waits until every member has the
+// document that no longer routes to it (see drainBeforeStop).
 type statusPusher struct {
-	send func(ctx context.Context, m gossip.Member, doc statusDoc) // logs its own failures
+	// send pushes doc to m and reports whether m took it; it logs its
+	// own failures.
+	send func(ctx context.Context, m gossip.Member, doc statusDoc) bool
 
-	mu      sync.Mutex
+	mu      sync.Mutex // guards senders, each sender's acked, and progress
 	senders map[string]*statusSender
-	wg      sync.WaitGroup
+	// progress is closed when a member takes a document or a sender
+	// goes, then replaced.
+	progress chan struct{}
+	wg       sync.WaitGroup
 }
 
 // statusSender is the sender to one member.
@@ -29,13 +39,21 @@ type statusSender struct {
 	wake   chan struct{} // buffered 1: a newer document is waiting
 	cancel context.CancelFunc
 
+	acked uint64 // the newest version the member took (statusPusher.mu)
+
 	mu     sync.Mutex
 	member gossip.Member
 	doc    *statusDoc // newest document not sent yet
 }
 
-func newStatusPusher(send func(ctx context.Context, m gossip.Member, doc statusDoc)) *statusPusher {
-	return &statusPusher{send: send, senders: make(map[string]*statusSender)}
+func newStatusPusher(send func(ctx context.Context, m gossip.Member, doc statusDoc) bool) *statusPusher {
+	return &statusPusher{send: send, senders: make(map[string]*statusSender), progress: make(chan struct{})}
+}
+
+// progressLocked wakes the delivered waiters.
+func (p *statusPusher) progressLocked() {
+	close(p.progress)
+	p.progress = make(chan struct{})
 }
 
 // push hands doc to the sender of every member in peers, starting senders
@@ -69,6 +87,35 @@ func (p *statusPusher) push(ctx context.Context, doc statusDoc, peers []gossip.M
 		if !keep[name] {
 			s.cancel()
 			delete(p.senders, name)
+			p.progressLocked()
+		}
+	}
+}
+
+// delivered waits until every member that pushes go to has taken a
+// document of at least version, or ignore says to skip it (it failed
+// meanwhile), or ctx ends; then it returns the members that have not
+// (none: nil). The members are those of the last push; one a push has
+// not named yet is not waited for.
+func (p *statusPusher) delivered(ctx context.Context, version uint64, ignore func(name string) bool) []string {
+	for {
+		p.mu.Lock()
+		var behind []string
+		for name, s := range p.senders {
+			if s.acked < version && !ignore(name) {
+				behind = append(behind, name)
+			}
+		}
+		wake := p.progress
+		p.mu.Unlock()
+		if len(behind) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			slices.Sort(behind)
+			return behind
+		case <-wake:
 		}
 	}
 }
@@ -89,8 +136,16 @@ func (p *statusPusher) run(ctx context.Context, s *statusSender) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, statusPushTimeout)
-		p.send(cctx, m, *doc) // a failed push: anti-entropy repairs it
+		ok := p.send(cctx, m, *doc) // a failed push: anti-entropy repairs it
 		cancel()
+		if ok {
+			p.mu.Lock()
+			if doc.Version > s.acked {
+				s.acked = doc.Version
+				p.progressLocked()
+			}
+			p.mu.Unlock()
+		}
 	}
 }
 
@@ -101,6 +156,7 @@ func (p *statusPusher) close() {
 		s.cancel()
 		delete(p.senders, name)
 	}
+	p.progressLocked()
 	p.mu.Unlock()
 	p.wg.Wait()
 }

@@ -27,7 +27,7 @@ func TestStatusPusherPerMember(t *testing.T) {
 	)
 	// The slow member hangs on version 1 until released, and on version
 	// 100 until its push is cancelled.
-	send := func(ctx context.Context, m gossip.Member, doc statusDoc) {
+	send := func(ctx context.Context, m gossip.Member, doc statusDoc) bool {
 		if m.Name == "slow" && (doc.Version == 1 || doc.Version == 100) {
 			stuck <- struct{}{}
 			hang := release
@@ -37,12 +37,13 @@ func TestStatusPusherPerMember(t *testing.T) {
 			select {
 			case <-hang:
 			case <-ctx.Done():
-				return
+				return false
 			}
 		}
 		mu.Lock()
 		got[m.Name] = append(got[m.Name], doc.Version)
 		mu.Unlock()
+		return true
 	}
 	sent := func(name string) []uint64 {
 		mu.Lock()
@@ -114,5 +115,68 @@ func TestStatusPusherPerMember(t *testing.T) {
 	}
 	if s := sent("slow"); !slices.Equal(s, []uint64{1, 4}) {
 		t.Fatalf("slow got %v, want [1 4]: its push of 100 was cancelled", s)
+	}
+}
+
+// delivered waits for every member of the last push to take a version
+// (or a newer one): not for a member that failed to take it, until it
+// does or is skipped or dropped; it names those still behind when its
+// context ends.
+func TestStatusPusherDelivered(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	var (
+		mu     sync.Mutex
+		refuse = map[string]bool{}
+	)
+	send := func(ctx context.Context, m gossip.Member, doc statusDoc) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !refuse[m.Name]
+	}
+	setRefuse := func(name string, v bool) {
+		mu.Lock()
+		refuse[name] = v
+		mu.Unlock()
+	}
+	ctx := context.Background()
+	p := newStatusPusher(send)
+	defer p.close()
+	none := func(string) bool { return false }
+	within := func(d time.Duration) context.Context {
+		c, cancel := context.WithTimeout(ctx, d)
+		t.Cleanup(cancel)
+		return c
+	}
+	doc := func(v uint64) statusDoc { return statusDoc{Node: "self", Version: v} }
+	peers := []gossip.Member{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+
+	if behind := p.delivered(within(time.Second), 1, none); behind != nil {
+		t.Fatalf("no member yet: %v behind", behind)
+	}
+	p.push(ctx, doc(1), peers)
+	if behind := p.delivered(within(5*time.Second), 1, none); behind != nil {
+		t.Fatalf("version 1: %v behind", behind)
+	}
+
+	// b and c refuse version 2: delivered names them when it gives up.
+	setRefuse("b", true)
+	setRefuse("c", true)
+	p.push(ctx, doc(2), peers)
+	if behind := p.delivered(within(200*time.Millisecond), 2, none); !slices.Equal(behind, []string{"b", "c"}) {
+		t.Fatalf("version 2 refused by b and c: behind %v", behind)
+	}
+	// A member skipped (it failed) or dropped from the peers is not
+	// waited for; one that takes a newer version has the older one.
+	p.push(ctx, doc(3), []gossip.Member{{Name: "a"}, {Name: "b"}})
+	skipB := func(name string) bool { return name == "b" }
+	if behind := p.delivered(within(5*time.Second), 2, skipB); behind != nil {
+		t.Fatalf("b skipped, c dropped: %v behind", behind)
+	}
+	done := make(chan []string, 1)
+	go func() { done <- p.delivered(within(5*time.Second), 2, none) }()
+	setRefuse("b", false)
+	p.push(ctx, doc(4), []gossip.Member{{Name: "a"}, {Name: "b"}})
+	if behind := <-done; behind != nil {
+		t.Fatalf("b took version 4: %v behind for version 2", behind)
 	}
 }

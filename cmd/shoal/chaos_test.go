@@ -138,7 +138,7 @@ const (
 	chaosMaxErrLogged  = 10
 	chaosReadRetry     = 30 * time.Second
 	chaosMaxFailures   = 1000
-	chaosMaxAnnotated  = 40 // failures of the kill loop listed with the event before each
+	chaosMaxAnnotated  = 40 // failures of a scenario listed each with its time
 	chaosLogTailBytes  = 128 << 10
 	chaosPublishedHTTP = 8080
 )
@@ -299,13 +299,7 @@ func (c *chaos) killLoop(t *testing.T) {
 	c.reportf(t, "chaos kill loop: %d kills, restore p50 %s max %s (target 3 s), detect p50 %s max %s, %d/%d requests ok (%s), %s",
 		len(kills), chaosSecs(chaosQuantile(restores, 0.5)), chaosSecs(chaosQuantile(restores, 1)),
 		chaosSecs(chaosQuantile(detects, 0.5)), chaosSecs(chaosQuantile(detects, 1)), ok, total, chaosPct(ok, total), ld.latency())
-	c.logFailures(t, ld, errs)
-	for i, f := range ld.failuresAround(events) {
-		if i == chaosMaxAnnotated {
-			break
-		}
-		c.reportf(t, "chaos kill loop: failed request %s", f)
-	}
+	c.logFailures(t, ld, errs, events)
 	if total == 0 || float64(ok) < chaosMinSuccess*float64(total) {
 		t.Errorf("%d of %d requests failed (%s ok), want at least %.1f%% ok", failed, total, chaosPct(ok, total), 100*chaosMinSuccess)
 	}
@@ -502,7 +496,7 @@ func (c *chaos) partition(t *testing.T, dur time.Duration, writesA, writesB func
 	c.reportf(t, "chaos partition %v: each side saw the other down in %s; side A ran all its slots in %s, side B in %s; "+
 		"after heal: identical specs in %s, exact replica counts in %s (target 10 s), every stop ended in %s; %d/%d requests ok (%s), %s",
 		dur, chaosSecs(detect), served(0), served(1), chaosSecs(specsAt), chaosSecs(d), chaosSecs(stopsAt), ok, ok+failed, chaosPct(ok, ok+failed), ld.latency())
-	c.logFailures(t, ld, errs)
+	c.logFailures(t, ld, errs, []chaosEvent{{t0, "partition"}, {tHeal, "heal"}})
 	if err != nil {
 		c.broken = fmt.Sprintf("the %v partition", dur)
 		t.Fatalf("not converged %v after the heal: %v", chaosHealBound, err)
@@ -705,7 +699,7 @@ func (c *chaos) adoption(t *testing.T, rank int, how string, stop func(int) erro
 	}
 	c.reportf(t, "chaos restart agent (%s) %s: %d of %d containers adopted (same ID and process), exact replica counts %s after the start; %d/%d requests ok (%s), %s",
 		how, name, adopted, len(before), chaosSecs(settled), ok, ok+failed, chaosPct(ok, ok+failed), ld.latency())
-	c.logFailures(t, ld, errs)
+	c.logFailures(t, ld, errs, nil)
 }
 
 // --- scenario (e): pause ---
@@ -796,7 +790,7 @@ func (c *chaos) pause(t *testing.T) {
 		"%d of %d of its containers kept running; %d/%d requests ok (%s), %s",
 		name, chaosPauseFor, restoredMsg, chaosSecs(converged), samples, chaosStableFor, dups,
 		kept, kept+len(gone), ok, ok+failed, chaosPct(ok, ok+failed), ld.latency())
-	c.logFailures(t, ld, errs)
+	c.logFailures(t, ld, errs, nil)
 }
 
 // busiest returns the host with the rank-th most replicas in a view
@@ -1447,7 +1441,7 @@ func (l *chaosLoad) failuresAround(events []chaosEvent) []string {
 	defer l.mu.Unlock()
 	out := make([]string, 0, len(l.fails))
 	for _, f := range l.fails {
-		line := fmt.Sprintf("+%.2fs %s:%d %s", f.at.Sub(l.start).Seconds(), f.host, f.port, f.kind)
+		line := fmt.Sprintf("+%.2fs (%s) %s:%d %s", f.at.Sub(l.start).Seconds(), f.at.UTC().Format("15:04:05.000"), f.host, f.port, f.kind)
 		for i := len(events) - 1; i >= 0; i-- {
 			if !events[i].at.After(f.at) {
 				line += fmt.Sprintf(", %.2fs after %s", f.at.Sub(events[i].at).Seconds(), events[i].what)
@@ -1540,14 +1534,21 @@ func (l *chaosLoad) finish() (ok, failed int64, errs []string) {
 // --- reporting and logs ---
 
 // logFailures logs the first failed requests of a load and reports the
-// failures by host, port and kind.
-func (c *chaos) logFailures(t *testing.T, l *chaosLoad, errs []string) {
+// failures by host, port and kind, and the first ones each with its time
+// (to find it in the hosts' logs) and the last of events before it.
+func (c *chaos) logFailures(t *testing.T, l *chaosLoad, errs []string, events []chaosEvent) {
 	t.Helper()
 	for _, e := range errs {
 		t.Logf("failed request: %s", e)
 	}
 	if sum := l.summary(); sum != "" {
 		c.reportf(t, "chaos %s: failed requests by host, port and kind: %s", t.Name(), sum)
+	}
+	for i, f := range l.failuresAround(events) {
+		if i == chaosMaxAnnotated {
+			break
+		}
+		c.reportf(t, "chaos %s: failed request %s", t.Name(), f)
 	}
 }
 
