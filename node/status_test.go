@@ -194,3 +194,54 @@ func TestStatusFutureStates(t *testing.T) {
 		}
 	}
 }
+
+// mergePushed says when a pushed document withdraws a replica that the
+// copy held had the balancers route to; the sender waits on the answer
+// to stop it.
+func TestStatusMergePushedWithdraws(t *testing.T) {
+	v := newStatusView("self")
+	d := goodDoc()
+	version := d.Version
+	next := func(edit func(*api.Replica)) statusDoc {
+		version++
+		n := goodDoc()
+		n.Version = version
+		if edit != nil {
+			edit(&n.Replicas[0])
+		}
+		return n
+	}
+	if v.mergePushed(d) {
+		t.Fatal("a first document withdrew something")
+	}
+	added := next(nil)
+	added.Replicas = append(added.Replicas, api.Replica{Service: "web", Slot: 3, Node: "node-1", Container: "web-3-x", State: "starting"})
+	if v.mergePushed(added) {
+		t.Fatal("a document that adds a replica withdrew something")
+	}
+	stale := next(func(r *api.Replica) { r.State = "stopping"; r.Healthy = false })
+	stale.Version = 1
+	if v.mergePushed(stale) {
+		t.Fatal("an older document was taken")
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*api.Replica)
+	}{
+		{"stopping", func(r *api.Replica) { r.State = "stopping"; r.Healthy = false }},
+		{"unhealthy", func(r *api.Replica) { r.Healthy = false }},
+		{"gone", func(r *api.Replica) { r.Container = "web-2-other"; r.State = "starting"; r.Healthy = false }},
+	} {
+		if v.mergePushed(next(nil)) { // served again first
+			t.Fatalf("%s: serving the replica again withdrew something", tc.name)
+		}
+		if !v.mergePushed(next(tc.edit)) {
+			t.Errorf("%s: not reported as withdrawn", tc.name)
+		}
+	}
+	self := next(func(r *api.Replica) { r.State = "stopping" })
+	self.Node = "self"
+	if v.mergePushed(self) {
+		t.Fatal("a document about this node was taken")
+	}
+}
