@@ -64,8 +64,12 @@
 // (L4 and L7, up to Config.Attempts endpoints); an idempotent HTTP request
 // without a body that failed before any response is retried too, within a
 // retry budget (Config.RetryBudget of the requests, plus a small floor).
-// When every endpoint is ejected, ejection is ignored (as Envoy's panic
-// threshold does): a guess beats a certain failure.
+// When every endpoint is ejected, an L4 port refuses new connections
+// until the first ejection ends, as it does without endpoints, so that a
+// client with several node addresses tries another node (this one cannot
+// reach the replicas); then, and on an L7 port at once, ejection is
+// ignored (as Envoy's panic threshold does): a guess beats a certain
+// failure.
 //
 // # Concurrency
 //

@@ -37,11 +37,12 @@ type listener struct {
 	closed bool
 	stopc  chan struct{} // closed by close
 
-	// An L4 port without endpoints refuses connections (acceptMu guards
-	// paused and resumed; see setAccepting).
+	// An L4 port without an endpoint to try refuses connections
+	// (acceptMu guards paused, resumed and recheck; see reconsider).
 	acceptMu sync.Mutex
 	paused   bool
 	resumed  chan struct{} // closed while accepting
+	recheck  *time.Timer   // while every endpoint is ejected: when the first ejection ends
 
 	// L7
 	srv       *http.Server    // serves what the fast path hands over
@@ -88,19 +89,58 @@ func (l *listener) set(r Route) {
 	l.eps = next
 	l.table.Store(newTable(r, eps))
 	if l.protocol != ProtocolHTTP {
-		l.setAccepting(len(eps) > 0)
+		l.reconsider()
 	}
 }
 
-// setAccepting makes an L4 port refuse connections while it has no
-// endpoint, as kube-proxy's REJECT rule does, rather than accept and
-// reset them: a client with several node addresses then tries the next
-// node. The socket stays bound and established connections are untouched:
-// on Linux, shutdown of a listening socket stops the listening, and listen
-// on the same socket starts it again; the port stays reserved meanwhile.
-func (l *listener) setAccepting(on bool) {
+// reconsider makes an L4 port refuse connections while it has no
+// endpoint, or while every endpoint is ejected (each failed its connects
+// here, as when this node is cut off from the replicas' nodes), as
+// kube-proxy's REJECT rule does for a service without endpoints, rather
+// than accept and reset them: a client with several node addresses then
+// tries the next node. When the first ejection ends, the port accepts
+// again, and the next connection tries the endpoints once more (the
+// ejected ones too: panic mode, see table.pick).
+func (l *listener) reconsider() {
 	l.acceptMu.Lock()
 	defer l.acceptMu.Unlock()
+	select {
+	case <-l.stopc:
+		return // closed: the socket is gone
+	default:
+	}
+	t := l.table.Load()
+	now := time.Now().UnixNano()
+	on, next := false, int64(0) // next: when the first ejection ends
+	for _, ep := range t.eps {
+		until := ep.ejected.Load()
+		if until <= now {
+			on = true
+			break
+		}
+		if next == 0 || until < next {
+			next = until
+		}
+	}
+	if l.recheck != nil {
+		l.recheck.Stop()
+		l.recheck = nil
+	}
+	if !on && next != 0 {
+		l.recheck = time.AfterFunc(time.Duration(next-now), l.reconsider)
+	}
+	why := "no endpoint"
+	if len(t.eps) > 0 {
+		why = "every endpoint ejected"
+	}
+	l.setAcceptingLocked(on, why)
+}
+
+// setAcceptingLocked switches the port between accepting and refusing.
+// The socket stays bound and established connections are untouched: on
+// Linux, shutdown of a listening socket stops the listening, and listen
+// on the same socket starts it again; the port stays reserved meanwhile.
+func (l *listener) setAcceptingLocked(on bool, why string) {
 	if on != l.paused {
 		return // already so
 	}
@@ -134,7 +174,7 @@ func (l *listener) setAccepting(on bool) {
 		l.b.log.Info("lb accepting again", "service", l.service, "port", l.port)
 	} else {
 		l.resumed = make(chan struct{})
-		l.b.log.Info("lb refusing connections: no endpoint", "service", l.service, "port", l.port)
+		l.b.log.Info("lb refusing connections: "+why, "service", l.service, "port", l.port)
 	}
 }
 
@@ -201,6 +241,11 @@ func (l *listener) close() {
 	l.conns = nil
 	l.connMu.Unlock()
 	close(l.stopc)
+	l.acceptMu.Lock()
+	if l.recheck != nil {
+		l.recheck.Stop()
+	}
+	l.acceptMu.Unlock()
 	_ = l.ln.Close()
 	if l.srv != nil {
 		_ = l.srv.Close() // closes the hand-over queue and its connections

@@ -63,6 +63,7 @@ func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 	up, ep := l.dial(t, key)
 	if up == nil {
 		_ = c.SetLinger(0) // a reset tells the client at once
+		l.reconsider()     // the next ones are refused while every endpoint is ejected
 		return false
 	}
 	l.track(up)

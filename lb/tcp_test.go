@@ -227,6 +227,67 @@ func TestL4NoEndpointRefuses(t *testing.T) {
 	}
 }
 
+// An L4 port whose every endpoint is ejected (its connects failed from
+// this node) refuses new connections, as one without endpoints does, so
+// that a client with several node addresses goes to another node; when
+// the first ejection ends it accepts again and tries the endpoints, and
+// an update that brings a new endpoint opens it at once.
+func TestL4RefusesWhileEveryEndpointIsEjected(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	dead := closedAddr(t)
+	b, ip := newBalancer(t, 9012, Config{Registerer: reg})
+	addr := netip.AddrPortFrom(ip, 9012).String()
+	b.Update([]Route{{Service: "web", Port: 9012, Endpoints: endpoints(dead)}})
+	// The first connection is accepted; its connect is refused, the
+	// endpoint ejected, and the client reset.
+	if name, err := askName(addr); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("first connection: %q, %v; want accepted, then closed without an answer", name, err)
+	}
+	// Every endpoint ejected: the port refuses until the ejection ends.
+	if _, err := askName(addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connection while every endpoint is ejected: %v, want refused", err)
+	}
+	if n := testutil.ToFloat64(b.met.ejections.WithLabelValues("web", "9012", dead.String())); n != 1 {
+		t.Errorf("ejections = %v, want 1", n)
+	}
+	// The endpoint comes back: once its ejection (1 s) ends, the port
+	// accepts again and the connection is served.
+	ln, err := net.Listen("tcp", dead.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			nameServer("back")(c)
+			c.Close()
+		}
+	}()
+	poll(t, 10*time.Second, "the port to accept again and serve", func() bool {
+		name, err := askName(addr)
+		if err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("after the endpoint came back: %v, want refused or served", err)
+		}
+		return name == "back"
+	})
+
+	// Ejected again, then a new endpoint arrives: accepting at once.
+	ln.Close()
+	poll(t, 10*time.Second, "the port to refuse again", func() bool {
+		_, err := askName(addr)
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+	live := newTCPBackend(t, nameServer("live"))
+	b.Update([]Route{{Service: "web", Port: 9012, Endpoints: endpoints(dead, live.addr)}})
+	if name, err := askName(addr); err != nil || name != "live" {
+		t.Fatalf("with a new endpoint: %q, %v; want served by it at once", name, err)
+	}
+}
+
 func TestL4IdleTimeout(t *testing.T) {
 	echo := newTCPBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
 	b, ip := newBalancer(t, 9005, Config{IdleTimeout: time.Second})

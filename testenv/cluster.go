@@ -60,6 +60,7 @@ type Cluster struct {
 	opts  Options
 	Net   *Network
 	Nodes []*Node
+	logs  *testLog
 }
 
 // Node is one agent of a Cluster.
@@ -101,7 +102,8 @@ func New(tb testing.TB, opts Options) *Cluster {
 		opts.SyncInterval = time.Second
 	}
 	tb.Logf("testenv: %d nodes, seed %d", opts.Nodes, opts.Seed)
-	c := &Cluster{tb: tb, opts: opts, Net: NewNetwork(opts.Seed)}
+	c := &Cluster{tb: tb, opts: opts, Net: NewNetwork(opts.Seed), logs: &testLog{tb: tb}}
+	tb.Cleanup(c.logs.end) // first registered, so it runs last: after the nodes stopped
 	base := freeSubnet(tb)
 	root := tb.TempDir()
 	for i := 0; i < opts.Nodes; i++ {
@@ -193,7 +195,7 @@ func (n *Node) config(join []string) node.Config {
 	cfg.Runtime = n.runtime
 	cfg.RuntimeCheckInterval = 200 * time.Millisecond
 	cfg.Gossip = o.Gossip()
-	cfg.Logger = testLogger(n.c.tb, n.Name)
+	cfg.Logger = testLogger(n.c.logs, n.Name)
 	net := n.c.Net
 	self := n.Addr
 	cfg.AllowAddr = func(remote netip.Addr) bool { return net.Allowed(self, remote) }
@@ -376,7 +378,7 @@ func (c *Cluster) Close() {
 
 // testLogger logs to the test log when SHOAL_TEST_LOG is set (to a level
 // name: debug, info, warn), and nowhere otherwise.
-func testLogger(tb testing.TB, name string) *slog.Logger {
+func testLogger(w *testLog, name string) *slog.Logger {
 	lvl := os.Getenv("SHOAL_TEST_LOG")
 	if lvl == "" {
 		return slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -385,12 +387,30 @@ func testLogger(tb testing.TB, name string) *slog.Logger {
 	if err := l.UnmarshalText([]byte(strings.ToUpper(lvl))); err != nil {
 		l = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: l})).With("test_node", name)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})).With("test_node", name)
 }
 
-type tbWriter struct{ tb testing.TB }
+// testLog writes log lines to the test log until the test ends, and
+// drops them after: a goroutine of a library that outlives the agent's
+// shutdown (memberlist's indirect ping waits out its timeout) must not
+// log to a completed test, which panics.
+type testLog struct {
+	tb    testing.TB
+	mu    sync.Mutex
+	ended bool
+}
 
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
+func (w *testLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		w.tb.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
+}
+
+func (w *testLog) end() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
 }
