@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,4 +169,38 @@ func closedAddr(t testing.TB) netip.AddrPort {
 	a := ln.Addr().(*net.TCPAddr).AddrPort()
 	_ = ln.Close()
 	return a
+}
+
+// blackholeAddr returns the address of a socket that listens but never
+// accepts, its accept queue full: the kernel drops further SYNs, so a
+// connect to it times out, as to a node cut off by a partition.
+func blackholeAddr(t testing.TB) netip.AddrPort {
+	t.Helper()
+	ip := loopback(t, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: ip.As4()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.AddrPortFrom(ip, uint16(sa.(*syscall.SockaddrInet4).Port))
+	// Fill the queue: connects complete until it is full, then time out.
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr.String(), 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("%s still accepts connections into its queue", addr)
+	return addr
 }

@@ -42,7 +42,13 @@ type listener struct {
 	acceptMu sync.Mutex
 	paused   bool
 	resumed  chan struct{} // closed while accepting
-	recheck  *time.Timer   // while every endpoint is ejected: when the first ejection ends
+	recheck  *time.Timer   // while refusing with endpoints: when that may end
+	// A connection that tried every endpoint and reached none cuts the
+	// port off: it refuses until cutUntil (Unix ns), for cutBackoff,
+	// which doubles while it recurs and is reset by a connect that
+	// succeeds (see cutOff).
+	cutUntil   atomic.Int64
+	cutBackoff atomic.Int64 // a time.Duration
 
 	// L7
 	srv       *http.Server    // serves what the fast path hands over
@@ -86,21 +92,49 @@ func (l *listener) set(r Route) {
 			}
 		}
 	}
+	fresh := false // an endpoint this port has not tried yet
+	for k := range next {
+		if _, ok := l.eps[k]; !ok {
+			fresh = true
+		}
+	}
 	l.eps = next
 	l.table.Store(newTable(r, eps))
 	if l.protocol != ProtocolHTTP {
+		if fresh {
+			l.cutUntil.Store(0)
+		}
 		l.reconsider()
 	}
 }
 
+// cutMax bounds a cut-off (see cutOff).
+const cutMax = 5 * time.Second
+
+// cutOff is called when a connection tried every endpoint and reached
+// none, as on a node cut off from the replicas' nodes: their connects
+// time out, and the three timeouts in a row that eject an endpoint come
+// one at a time, so the endpoints are seldom all ejected at once. The
+// port refuses new connections for 1 s, doubling while it recurs up to
+// cutMax, or until an update brings an endpoint it has not tried.
+func (l *listener) cutOff() {
+	l.acceptMu.Lock()
+	b := min(max(2*time.Duration(l.cutBackoff.Load()), ejectBase), cutMax)
+	l.cutBackoff.Store(int64(b))
+	l.cutUntil.Store(time.Now().Add(b).UnixNano())
+	l.acceptMu.Unlock()
+	l.b.log.Info("lb cut off: no endpoint reachable", "service", l.service, "port", l.port, "for", b)
+	l.reconsider()
+}
+
 // reconsider makes an L4 port refuse connections while it has no
-// endpoint, or while every endpoint is ejected (each failed its connects
-// here, as when this node is cut off from the replicas' nodes), as
-// kube-proxy's REJECT rule does for a service without endpoints, rather
-// than accept and reset them: a client with several node addresses then
-// tries the next node. When the first ejection ends, the port accepts
-// again, and the next connection tries the endpoints once more (the
-// ejected ones too: panic mode, see table.pick).
+// endpoint, while every endpoint is ejected (each failed its connects
+// here), or while it is cut off (cutOff), as kube-proxy's REJECT rule
+// does for a service without endpoints, rather than accept and reset
+// them: a client with several node addresses then tries the next node.
+// When the first ejection or the cut-off ends, the port accepts again,
+// and the next connection tries the endpoints once more (the ejected ones
+// too: panic mode, see table.pick).
 func (l *listener) reconsider() {
 	l.acceptMu.Lock()
 	defer l.acceptMu.Unlock()
@@ -122,16 +156,19 @@ func (l *listener) reconsider() {
 			next = until
 		}
 	}
+	why := "no endpoint"
+	if len(t.eps) > 0 {
+		why = "every endpoint ejected"
+	}
+	if cut := l.cutUntil.Load(); on && cut > now {
+		on, next, why = false, cut, "cut off"
+	}
 	if l.recheck != nil {
 		l.recheck.Stop()
 		l.recheck = nil
 	}
 	if !on && next != 0 {
 		l.recheck = time.AfterFunc(time.Duration(next-now), l.reconsider)
-	}
-	why := "no endpoint"
-	if len(t.eps) > 0 {
-		why = "every endpoint ejected"
 	}
 	l.setAcceptingLocked(on, why)
 }

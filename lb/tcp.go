@@ -60,11 +60,18 @@ func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 	t := l.table.Load()
 	client := c.RemoteAddr().(*net.TCPAddr).AddrPort()
 	key := hashAddr(client.Addr())
-	up, ep := l.dial(t, key)
+	up, ep, all := l.dial(t, key)
 	if up == nil {
 		_ = c.SetLinger(0) // a reset tells the client at once
-		l.reconsider()     // the next ones are refused while every endpoint is ejected
+		if all {
+			l.cutOff() // every endpoint failed: refuse the next ones for a while
+		} else {
+			l.reconsider() // refused while every endpoint is ejected
+		}
 		return false
+	}
+	if l.cutBackoff.Load() != 0 {
+		l.cutBackoff.Store(0) // reachable again: a next cut-off starts short
 	}
 	l.track(up)
 	ep.active.Add(1)
@@ -93,8 +100,9 @@ func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 }
 
 // dial connects to an endpoint of t, trying up to Config.Attempts of
-// them. It returns nil when none answered.
-func (l *listener) dial(t *table, key uint64) (*net.TCPConn, *endpoint) {
+// them. It returns nil when none answered, and all when it tried every
+// endpoint of t.
+func (l *listener) dial(t *table, key uint64) (c *net.TCPConn, ep *endpoint, all bool) {
 	var buf [8]*endpoint
 	tried := buf[:0]
 	for attempt := 0; attempt < l.b.cfg.Attempts; attempt++ {
@@ -106,7 +114,7 @@ func (l *listener) dial(t *table, key uint64) (*net.TCPConn, *endpoint) {
 			l.rm.retries.Inc()
 		}
 		start := time.Now()
-		c, err := l.b.dialer.DialContext(context.Background(), "tcp", ep.key)
+		conn, err := l.b.dialer.DialContext(context.Background(), "tcp", ep.key)
 		if err != nil {
 			kind := classify(err)
 			if ep.fail(kind, time.Now()) {
@@ -121,14 +129,14 @@ func (l *listener) dial(t *table, key uint64) (*net.TCPConn, *endpoint) {
 		ep.succeed()
 		ep.m.latency.Observe(d.Seconds())
 		ep.m.conns.Inc()
-		return c.(*net.TCPConn), ep
+		return conn.(*net.TCPConn), ep, false
 	}
 	if len(tried) == 0 {
 		l.rm.noEndpoint.Inc()
 	} else {
 		l.rm.failed.Inc()
 	}
-	return nil, nil
+	return nil, nil, len(tried) > 0 && len(tried) == len(t.eps)
 }
 
 // copyChunk is how much one splice call may move before the copy loop

@@ -288,6 +288,40 @@ func TestL4RefusesWhileEveryEndpointIsEjected(t *testing.T) {
 	}
 }
 
+// A connection that tries every endpoint and reaches none (their
+// connects time out, as from a node cut off by a partition; too few in a
+// row to eject them) cuts the port off: new connections are refused for
+// a while, so that a client with several node addresses goes to another
+// node, and an update that brings a new endpoint opens it at once.
+func TestL4CutOffWhenNoEndpointIsReachable(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	hole1, hole2 := blackholeAddr(t), blackholeAddr(t)
+	b, ip := newBalancer(t, 9013, Config{Registerer: reg, DialTimeout: 100 * time.Millisecond})
+	addr := netip.AddrPortFrom(ip, 9013).String()
+	b.Update([]Route{{Service: "web", Port: 9013, Endpoints: endpoints(hole1, hole2)}})
+	if name, err := askName(addr); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("first connection: %q, %v; want accepted, then closed without an answer", name, err)
+	}
+	for _, hole := range []netip.AddrPort{hole1, hole2} {
+		if n := testutil.ToFloat64(b.met.errs.WithLabelValues("web", "9013", hole.String(), "timeout")); n != 1 {
+			t.Errorf("connect timeouts to %s = %v, want 1", hole, n)
+		}
+		if n := testutil.ToFloat64(b.met.ejections.WithLabelValues("web", "9013", hole.String())); n != 0 {
+			t.Errorf("ejections of %s = %v, want 0 (one timeout does not eject)", hole, n)
+		}
+	}
+	if _, err := askName(addr); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connection after every endpoint timed out: %v, want refused", err)
+	}
+	live := newTCPBackend(t, nameServer("live"))
+	b.Update([]Route{{Service: "web", Port: 9013, Policy: PolicyRoundRobin, Endpoints: endpoints(hole1, hole2, live.addr)}})
+	for i := range 3 {
+		if name, err := askName(addr); err != nil || name != "live" {
+			t.Fatalf("connection %d with a reachable endpoint: %q, %v; want served by it", i, name, err)
+		}
+	}
+}
+
 func TestL4IdleTimeout(t *testing.T) {
 	echo := newTCPBackend(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
 	b, ip := newBalancer(t, 9005, Config{IdleTimeout: time.Second})
