@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,13 +112,20 @@ func (l *listener) set(r Route) {
 // cutMax bounds a cut-off (see cutOff).
 const cutMax = 5 * time.Second
 
-// cutOff is called when a connection tried every endpoint and reached
-// none, as on a node cut off from the replicas' nodes: their connects
-// time out, and the three timeouts in a row that eject an endpoint come
-// one at a time, so the endpoints are seldom all ejected at once. The
-// port refuses new connections for 1 s, doubling while it recurs up to
-// cutMax, or until an update brings an endpoint it has not tried.
-func (l *listener) cutOff() {
+// cutOff is called when a connection tried every endpoint of t and
+// reached none, as on a node cut off from the replicas' nodes: their
+// connects time out, and the three timeouts in a row that eject an
+// endpoint come one at a time, so the endpoints are seldom all ejected at
+// once. The port refuses new connections for 1 s, doubling while it
+// recurs up to cutMax, or until an update brings an endpoint it has not
+// tried. A connection that began before an update that brought an
+// endpoint (its dials took seconds) cuts nothing off.
+func (l *listener) cutOff(t *table) {
+	for _, ep := range l.table.Load().eps {
+		if !slices.Contains(t.eps, ep) {
+			return
+		}
+	}
 	l.acceptMu.Lock()
 	b := min(max(2*time.Duration(l.cutBackoff.Load()), ejectBase), cutMax)
 	l.cutBackoff.Store(int64(b))

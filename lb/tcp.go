@@ -64,7 +64,7 @@ func (l *listener) handleTCP(c *net.TCPConn) (handedOver bool) {
 	if up == nil {
 		_ = c.SetLinger(0) // a reset tells the client at once
 		if all {
-			l.cutOff() // every endpoint failed: refuse the next ones for a while
+			l.cutOff(t) // every endpoint failed: refuse the next ones for a while
 		} else {
 			l.reconsider() // refused while every endpoint is ejected
 		}
