@@ -138,21 +138,9 @@ func TestMeshDropsDeadNodeEndpoints(t *testing.T) {
 			if served[ep] {
 				continue
 			}
-			ln, err := net.Listen("tcp", ep)
-			if err != nil {
+			if _, err := newStandIn(t, ep, r.Node); err != nil {
 				return fmt.Errorf("standing in for %s: %w", ep, err)
 			}
-			t.Cleanup(func() { ln.Close() })
-			go func(name string) {
-				for {
-					conn, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					fmt.Fprintln(conn, name)
-					conn.Close()
-				}
-			}(r.Node)
 			served[ep] = true
 		}
 		if len(served) != 3 {
@@ -160,33 +148,8 @@ func TestMeshDropsDeadNodeEndpoints(t *testing.T) {
 		}
 		return nil
 	})
-	ask := func(n *testenv.Node) (string, error) {
-		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.Addr, 18095).String(), time.Second)
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		var name string
-		_, err = fmt.Fscanln(conn, &name)
-		return name, err
-	}
-	for _, n := range c.Nodes {
-		seen := map[string]bool{}
-		c.Eventually(10*time.Second, func() error {
-			for range 30 {
-				name, err := ask(n)
-				if err != nil {
-					return err
-				}
-				seen[name] = true
-			}
-			if len(seen) != 3 {
-				return fmt.Errorf("%s's load balancer reached %v", n.Name, seen)
-			}
-			return nil
-		})
-	}
+	ask := func(n *testenv.Node) (string, error) { return askNode(n, 18095) }
+	reachesAll(c, 18095, 3)
 	dead := c.Nodes[2]
 	if err := dead.Kill(); err != nil {
 		t.Fatal(err)
@@ -222,6 +185,41 @@ func TestMeshDropsDeadNodeEndpoints(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// askNode connects to a node's load balancer at a published port and
+// returns the line the replica's stand-in answers: its node's name.
+func askNode(n *testenv.Node, port int) (string, error) {
+	conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.Addr, uint16(port)).String(), time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	var name string
+	_, err = fmt.Fscanln(conn, &name)
+	return name, err
+}
+
+// reachesAll waits until every node's load balancer at port has reached
+// the stand-ins of want nodes.
+func reachesAll(c *testenv.Cluster, port, want int) {
+	for _, n := range c.Nodes {
+		seen := map[string]bool{}
+		c.Eventually(10*time.Second, func() error {
+			for range 30 {
+				name, err := askNode(n, port)
+				if err != nil {
+					return err
+				}
+				seen[name] = true
+			}
+			if len(seen) != want {
+				return fmt.Errorf("%s's load balancer reached %v", n.Name, seen)
+			}
+			return nil
+		})
 	}
 }
 
@@ -315,34 +313,8 @@ func TestPlannedStopsDrainFirst(t *testing.T) {
 			}
 		})
 	}
-	ask := func(n *testenv.Node) (string, error) {
-		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(n.Addr, port).String(), time.Second)
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		var name string
-		_, err = fmt.Fscanln(conn, &name)
-		return name, err
-	}
-	// Every node's balancer routes to all three.
-	for _, n := range c.Nodes {
-		seen := map[string]bool{}
-		c.Eventually(10*time.Second, func() error {
-			for range 30 {
-				name, err := ask(n)
-				if err != nil {
-					return err
-				}
-				seen[name] = true
-			}
-			if len(seen) != 3 {
-				return fmt.Errorf("%s's load balancer reached %v", n.Name, seen)
-			}
-			return nil
-		})
-	}
+	ask := func(n *testenv.Node) (string, error) { return askNode(n, port) }
+	reachesAll(c, port, 3) // every node's balancer routes to all three
 
 	// A steady stream of new connections through every node, two at a
 	// time each, while the service is scaled from 3 to 1.
