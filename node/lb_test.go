@@ -380,3 +380,85 @@ func TestPlannedStopsDrainFirst(t *testing.T) {
 	}
 	t.Logf("%d connections, %d stops", okN.Load(), len(starts))
 }
+
+// A drained stop also waits for the replica's server to accept the
+// connections already queued on it (the runtime counts them): SIGTERM
+// would make it close its listener and reset them.
+func TestDrainedStopWaitsForQueuedConnections(t *testing.T) {
+	c := testenv.New(t, testenv.Options{Nodes: 1})
+	ctx := context.Background()
+	n := c.Nodes[0]
+	f := n.Runtime().(*runtime.Fake)
+	s := spec.Spec{Name: "web", Image: "demo:1", Replicas: 2, Network: "host",
+		Ports: []spec.Port{{Published: 18097, Target: 9000}}}
+	if _, err := n.Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.Eventually(30*time.Second, func() error {
+		reps, err := n.Client.Replicas(ctx, "web")
+		if err != nil {
+			return err
+		}
+		if len(reps) != 2 || !reps[0].Healthy || !reps[1].Healthy {
+			return fmt.Errorf("replicas: %+v", reps)
+		}
+		return nil
+	})
+	var (
+		mu      sync.Mutex
+		polled  = map[string]int{} // container -> Queued calls while connections wait
+		ports   = map[string][]int{}
+		stopped = map[string]bool{}
+		release = make(chan struct{})
+	)
+	f.SetQueued(func(id string, p []int) int {
+		select {
+		case <-release:
+			return 0
+		default:
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		polled[id]++
+		ports[id] = p
+		return 3
+	})
+	f.SetStopHook(func(id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped[id] = true
+	})
+	s.Replicas = 1
+	if _, err := n.Client.PutService(ctx, s, ""); err != nil {
+		t.Fatal(err)
+	}
+	var victim string
+	c.Eventually(30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for id, k := range polled {
+			if k >= 3 {
+				victim = id
+				return nil
+			}
+		}
+		return fmt.Errorf("queues polled %v", polled)
+	})
+	mu.Lock()
+	if stopped[victim] {
+		t.Errorf("%s stopped while its queue held connections", victim)
+	}
+	if p := ports[victim]; len(p) == 0 {
+		t.Errorf("queues of %s read at no port", victim)
+	}
+	mu.Unlock()
+	close(release)
+	c.Eventually(30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped[victim] {
+			return fmt.Errorf("%s not stopped after its queue emptied", victim)
+		}
+		return nil
+	})
+}

@@ -34,6 +34,7 @@ type Fake struct {
 	startErr   func(ReplicaSpec) error
 	execResult func(id string, cmd []string) int
 	stopHook   func(id string)
+	queued     func(id string, ports []int) int
 	listHook   func()
 	starts     int
 	ops        []FakeOp
@@ -98,6 +99,29 @@ func (f *Fake) SetStopHook(fn func(id string)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.stopHook = fn
+}
+
+// SetQueued makes Queued answer fn's count (nil fn: 0).
+func (f *Fake) SetQueued(fn func(id string, ports []int) int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.queued = fn
+}
+
+// Queued implements AcceptQueuer: what SetQueued's function says, for a
+// container the fake holds.
+func (f *Fake) Queued(ctx context.Context, id string, ports []int) (int, error) {
+	f.mu.Lock()
+	fn := f.queued
+	_, ok := f.containers[id]
+	f.mu.Unlock()
+	if !ok {
+		return 0, fmt.Errorf("%w: container %s", ErrNotFound, id)
+	}
+	if fn == nil {
+		return 0, nil
+	}
+	return fn(id, ports), nil
 }
 
 // SetListHook makes List call fn after it has taken its copy of the
@@ -450,3 +474,5 @@ func (r *fakeLogReader) Close() error {
 	r.once.Do(func() { close(r.closed) })
 	return nil
 }
+
+var _ AcceptQueuer = (*Fake)(nil)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"os"
@@ -628,3 +629,36 @@ func (d *Driver) deleteStaleTask(ctx context.Context, id string) {
 		d.log.Debug("delete stale task", "id", id, "err", err)
 	}
 }
+
+// Queued implements runtime.AcceptQueuer: it reads the listening
+// sockets of the task's network namespace from /proc/PID/net/tcp and
+// tcp6 (the host's, for host networking).
+func (d *Driver) Queued(ctx context.Context, id string, ports []int) (int, error) {
+	ctx = d.nsCtx(ctx)
+	container, err := d.client.LoadContainer(ctx, id)
+	if err != nil {
+		return 0, classify(err, "queued %s", id)
+	}
+	task, err := container.Task(ctx, nil)
+	if err != nil {
+		return 0, classify(err, "queued %s: task", id)
+	}
+	total := 0
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", task.Pid(), f))
+		if errors.Is(err, fs.ErrNotExist) && f == "tcp6" {
+			continue // no IPv6 in the kernel
+		}
+		if err != nil {
+			return 0, fmt.Errorf("containerd: queued %s: %w", id, err)
+		}
+		n, err := runtime.ListenQueued(b, ports)
+		if err != nil {
+			return 0, fmt.Errorf("containerd: queued %s: %w", id, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+var _ runtime.AcceptQueuer = (*Driver)(nil)
