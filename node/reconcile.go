@@ -54,7 +54,9 @@ import (
 //   - A container that the load balancers route to is told to stop only
 //     once every member's balancer has dropped it (drainBeforeStop): the
 //     status marks it "stopping" first, and the stop waits for every
-//     member to take that status, at most drainTimeout.
+//     member to take that status, at most drainTimeout, then for its
+//     server to accept the connections queued on it, at most
+//     acceptWaitTimeout.
 //   - Anything else is left alone: a running container of the current
 //     template is never touched, so an agent that restarts adopts its
 //     containers with zero restarts.
