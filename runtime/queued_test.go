@@ -1,13 +1,12 @@
-package runtime
+package runtime_test
 
 import (
-	"net"
 	"os"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/shoalmesh/shoal/runtime"
+	"github.com/shoalmesh/shoal/testenv"
 )
 
 const procNetTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -36,7 +35,7 @@ func TestListenQueued(t *testing.T) {
 		{"header only", strings.SplitAfter(procNetTCP, "\n")[0], []int{8080}, 0},
 		{"empty", "", []int{8080}, 0},
 	} {
-		got, err := ListenQueued([]byte(tc.text), tc.ports)
+		got, err := runtime.ListenQueued([]byte(tc.text), tc.ports)
 		if err != nil || got != tc.want {
 			t.Errorf("%s: %d, %v; want %d", tc.name, got, err, tc.want)
 		}
@@ -48,7 +47,7 @@ func TestListenQueued(t *testing.T) {
 		"header\n   0: 00000000:1F90 00000000:0000 0A 00000000:zz\n",
 		"header\n   0: 00000000:XYZW 00000000:0000 0A 00000000:00000001\n",
 	} {
-		if n, err := ListenQueued([]byte(bad), []int{8080}); err == nil {
+		if n, err := runtime.ListenQueued([]byte(bad), []int{8080}); err == nil {
 			t.Errorf("%q: %d, want an error", bad, n)
 		}
 	}
@@ -57,54 +56,23 @@ func TestListenQueued(t *testing.T) {
 // On a real socket: a listener that accepts nothing, with connections
 // completed in its queue, shows them in /proc/self/net/tcp.
 func TestListenQueuedRealSocket(t *testing.T) {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 16); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := sa.(*syscall.SockaddrInet4).Port
-	read := func() int {
+	read := func(port int) int {
 		t.Helper()
 		b, err := os.ReadFile("/proc/self/net/tcp")
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := ListenQueued(b, []int{port})
+		n, err := runtime.ListenQueued(b, []int{port})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
-	if n := read(); n != 0 {
-		t.Fatalf("queued before any connect: %d", n)
+	if n := read(testenv.QueuedListener(t, 0)); n != 0 {
+		t.Fatalf("queued without a connect: %d", n)
 	}
-	for range 3 {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-	}
-	if n := read(); n != 3 {
+	if n := read(testenv.QueuedListener(t, 3)); n != 3 {
 		t.Fatalf("queued after 3 connects: %d, want 3", n)
-	}
-	nfd, _, err := syscall.Accept(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syscall.Close(nfd)
-	if n := read(); n != 2 {
-		t.Fatalf("queued after one accept: %d, want 2", n)
 	}
 }
 
@@ -113,7 +81,7 @@ func FuzzListenQueued(f *testing.F) {
 	f.Add([]byte(procNetTCP6), 8080)
 	f.Add([]byte("header\n   0: 00000000:1F90 00000000:0000 0A 00000000:zz\n"), 8080)
 	f.Fuzz(func(t *testing.T, b []byte, port int) {
-		n, err := ListenQueued(b, []int{port})
+		n, err := runtime.ListenQueued(b, []int{port})
 		if err == nil && n < 0 {
 			t.Fatalf("negative count %d", n)
 		}

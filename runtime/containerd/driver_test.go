@@ -271,7 +271,7 @@ func TestBridgeReplica(t *testing.T) {
 	// Queued reads the container's own namespace: its server at 80 has
 	// nothing queued, and a host socket with connections waiting is not
 	// in it.
-	hole := queuedListener(t, 2)
+	hole := testenv.QueuedListener(t, 2)
 	if n, err := e.d.Queued(ctx, spec.ID, []int{80, hole}); err != nil || n != 0 {
 		t.Errorf("Queued in the container's namespace = %d, %v; want 0", n, err)
 	}
@@ -399,7 +399,7 @@ func TestHostNetworkReplica(t *testing.T) {
 	if n, err := e.d.Queued(context.Background(), r.ID, []int{port}); err != nil || n != 0 {
 		t.Errorf("Queued at the replica's port = %d, %v; want 0", n, err)
 	}
-	hole := queuedListener(t, 2)
+	hole := testenv.QueuedListener(t, 2)
 	if n, err := e.d.Queued(context.Background(), r.ID, []int{port, hole}); err != nil || n != 2 {
 		t.Errorf("Queued at a listener with 2 connections waiting = %d, %v; want 2", n, err)
 	}
@@ -804,35 +804,4 @@ func TestStopWithUnmountedPin(t *testing.T) {
 		t.Fatalf("Stop with an unmounted pin: %v", err)
 	}
 	assertGone(t, e, r.ID, r.IP, r.HostPorts[80], 0)
-}
-
-// queuedListener listens on a loopback port of this network namespace,
-// accepts nothing, and makes n connections to it, which wait in its
-// queue; it returns the port.
-func queuedListener(t *testing.T, n int) int {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 16); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := sa.(*syscall.SockaddrInet4).Port
-	for range n {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-	}
-	return port
 }
