@@ -217,6 +217,23 @@ func (b *Balancer) Addr(port int) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// Endpoints returns the addresses a published port routes new
+// connections and requests to now (none when the port is not served).
+func (b *Balancer) Endpoints(port int) []netip.AddrPort {
+	b.mu.Lock()
+	l := b.listeners[port]
+	b.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	t := l.table.Load()
+	out := make([]netip.AddrPort, len(t.eps))
+	for i, ep := range t.eps {
+		out[i] = ep.Addr
+	}
+	return out
+}
+
 // Close closes every listener and every connection and waits for the
 // balancer's goroutines to end.
 func (b *Balancer) Close() error {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -11,6 +12,10 @@ import (
 )
 
 // Test-only access to the agent's internals, for the external tests.
+
+// LBEndpoints are the addresses the agent's load balancer routes a
+// published port to now.
+func (a *Agent) LBEndpoints(port int) []netip.AddrPort { return a.lb.Endpoints(port) }
 
 // PeerHost is the agent's peer-plane host.
 func (a *Agent) PeerHost() *nodepeer.Host { return a.host }
