@@ -282,6 +282,7 @@ func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
 	}
 	if c, ok := f.containers[s.ID]; ok && c.State == StatePrepared && c.Version == s.Version {
 		c.State, c.StartedAt = StateRunning, time.Now()
+		f.startLogLocked(s) // its process starts now, as a fresh start's does
 		f.starts++
 		f.ops = append(f.ops, FakeOp{Op: "start", ID: s.ID, Version: s.Version, At: c.StartedAt, Prepared: true})
 		f.notifyLocked()
@@ -303,6 +304,17 @@ func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
 		}
 	}
 	f.containers[s.ID] = r
+	f.startLogLocked(s)
+	f.starts++
+	f.ops = append(f.ops, FakeOp{Op: "start", ID: s.ID, Version: s.Version, At: r.StartedAt})
+	out := *r
+	out.HostPorts = maps.Clone(r.HostPorts)
+	return out, nil
+}
+
+// startLogLocked begins the log of a container whose process starts:
+// one line, "started SERVICE/SLOT".
+func (f *Fake) startLogLocked(s ReplicaSpec) {
 	if old, ok := f.logs[s.ID]; ok {
 		old.closed = true
 		close(old.grown)
@@ -310,11 +322,6 @@ func (f *Fake) Start(ctx context.Context, s ReplicaSpec) (Replica, error) {
 	l := &fakeLog{grown: make(chan struct{})}
 	fmt.Fprintf(&l.buf, "started %s/%d\n", s.Service, s.Slot)
 	f.logs[s.ID] = l
-	f.starts++
-	f.ops = append(f.ops, FakeOp{Op: "start", ID: s.ID, Version: s.Version, At: r.StartedAt})
-	out := *r
-	out.HostPorts = maps.Clone(r.HostPorts)
-	return out, nil
 }
 
 // Prepare implements Preparer: the container is made in StatePrepared
