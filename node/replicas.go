@@ -532,15 +532,16 @@ func (a *Agent) reconcilePass(ctx context.Context) time.Time {
 	for _, act := range out.Actions {
 		a.log.Debug("replica "+act.Kind.String()+" begins", "slot", act.Slot.String(), "container", act.ID+act.Spec.ID, "reason", act.Reason)
 		r.actions.Add(1)
+		drain := act.Kind == actStop && served[act.ID]
 		var ports []int // where its server listens, inside its network namespace
-		if act.Kind == actStop && served[act.ID] {
+		if drain {
 			if i := slices.IndexFunc(actual, func(c runtime.Replica) bool { return c.ID == act.ID }); i >= 0 {
 				ports = listenPorts(actual[i])
 			}
 		}
 		go func() {
 			defer r.actions.Done()
-			if act.Kind == actStop && served[act.ID] {
+			if drain {
 				a.drainBeforeStop(ctx, act, doc.Version, ports)
 			}
 			a.runAction(ctx, act)
