@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,11 +108,15 @@ func TestStandbyPreparesASuspectsSlots(t *testing.T) {
 // (TestStandbyPreparesASuspectsSlots).
 func TestStandbyYieldsToActionsUnderWay(t *testing.T) {
 	release := make(chan struct{})
-	hold := func(s runtime.ReplicaSpec) error {
-		if s.Service == "slow" {
-			<-release
+	held := map[string]*atomic.Int32{} // node -> starts of "slow" held there
+	hold := func(node string) func(s runtime.ReplicaSpec) error {
+		return func(s runtime.ReplicaSpec) error {
+			if s.Service == "slow" {
+				held[node].Add(1)
+				<-release
+			}
+			return nil
 		}
-		return nil
 	}
 	c := testenv.New(t, testenv.Options{Nodes: 4})
 	defer close(release) // before the cluster stops (cleanups run after)
@@ -121,7 +126,8 @@ func TestStandbyYieldsToActionsUnderWay(t *testing.T) {
 	for _, n := range c.Nodes {
 		if n != victim { // its agent must stop when killed: no held start
 			survivors = append(survivors, n)
-			n.Runtime().(*runtime.Fake).SetStartError(hold)
+			held[n.Name] = new(atomic.Int32)
+			n.Runtime().(*runtime.Fake).SetStartError(hold(n.Name))
 		}
 	}
 	// One slot of "slow" per node: every survivor has a start under way.
@@ -129,10 +135,12 @@ func TestStandbyYieldsToActionsUnderWay(t *testing.T) {
 	if _, err := c.Nodes[0].Client.PutService(ctx, slow, ""); err != nil {
 		t.Fatal(err)
 	}
+	// (A start of "slow" held, not any action: a drained stop is under
+	// way for a moment too.)
 	c.Eventually(15*time.Second, func() error {
 		for _, n := range survivors {
-			if !n.Agent().ActionsUnderWay() {
-				return fmt.Errorf("%s has no action under way yet", n.Name)
+			if held[n.Name].Load() == 0 || !n.Agent().ActionsUnderWay() {
+				return fmt.Errorf("%s has no start of slow under way yet", n.Name)
 			}
 		}
 		return nil

@@ -188,9 +188,11 @@ func (h *Host) Call(ctx context.Context, to peer.ID, addr netip.AddrPort, proto 
 	if err := WriteFrame(s, FrameOK, req); err != nil {
 		return nil, h.ctxOr(ctx, h.unsupportedOr(err))
 	}
-	if err := s.CloseWrite(); err != nil {
-		return nil, h.ctxOr(ctx, fmt.Errorf("close write: %w", err))
-	}
+	// A CloseWrite that fails (the server may have reset the stream
+	// already, as it does for a request over its limit) is reported by
+	// the read that follows: go-libp2p maps Read's errors to
+	// network.ErrReset, but returns yamux's own error from CloseWrite.
+	_ = s.CloseWrite()
 	kind, payload, err := ReadFrame(s, h.maxMsg)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
